@@ -1,0 +1,6 @@
+"""Distillation methods, each an ``nn.Module`` under the contract of ``base.Distiller``."""
+
+from distillbench.distillers.base import Batch, Distiller
+from distillbench.distillers.kd import KD, kd_loss
+
+__all__ = ["KD", "Batch", "Distiller", "kd_loss"]

@@ -1,0 +1,59 @@
+"""The contract between the trainer and every distillation method.
+
+The trainer knows no method by name. It hands a distiller the student's and the teacher's
+outputs and the batch; the distiller returns named, already-weighted loss terms, which the
+trainer adds to the weighted cross-entropy and logs one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from distillbench.models.outputs import ModelOutput
+
+
+@dataclass
+class Batch:
+    """One training batch: images, labels and each sample's index in the training set."""
+
+    images: Tensor
+    labels: Tensor
+    index: Tensor
+
+
+class Distiller(nn.Module):
+    """Base class of every method. Owns only the method's trainable extras.
+
+    Subclasses override ``forward`` and, when they add modules sized by the networks'
+    features, ``setup``. Class attributes declare what the method reads:
+
+    * ``preact``: the stage features are taken before their final ReLU (AB).
+    * ``init_epochs``: epochs of a separate initialisation stage run before the main
+      schedule (AB, FT, FSP); 0 for single-stage methods.
+    """
+
+    preact: bool = False
+    init_epochs: int = 0
+
+    def setup(self, student: ModelOutput, teacher: ModelOutput, train_labels: Tensor) -> None:
+        """Build extras from a dry forward of the real networks, before the optimiser exists.
+
+        ``student`` and ``teacher`` are outputs on a small batch of zeros, so module sizes come
+        from the actual feature shapes, never from tables of dimensions. ``train_labels`` is
+        the label of every training sample, in dataset-index order (contrastive samplers draw
+        negatives from it).
+        """
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Batch, epoch: int) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def extra_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def as_float32(t: Tensor) -> Tensor:
+    """Loss arithmetic runs in float32 even under autocast: logits of bf16 students lose KD's tail."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

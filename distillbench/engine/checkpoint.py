@@ -1,0 +1,158 @@
+"""Checkpoints that survive a crash mid-write, and weight loading that explains mismatches.
+
+A training checkpoint is written to a temporary file, fsynced and renamed over
+``last.pt``; the previous one is kept as ``prev.pt`` until then, so a kill at any moment
+leaves at least one complete checkpoint. Every load uses ``weights_only=True``: a
+checkpoint file is data, never code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+PREVIOUS = "prev.pt"
+CHECKPOINT_NAMES = (LAST, PREVIOUS)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used, with what to do about it in the message."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(obj: Any, tmp: Path) -> None:
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` so that ``path`` is always either the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    _write_synced(obj, tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def save_training_checkpoint(state: dict, directory: Path) -> Path:
+    """Write ``last.pt``; the checkpoint it replaces survives as ``prev.pt`` until then."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (LAST + ".tmp")
+    _write_synced(state, tmp)
+    last = directory / LAST
+    if last.exists():
+        os.replace(last, directory / PREVIOUS)
+    os.replace(tmp, last)
+    _fsync_dir(directory)
+    return last
+
+
+def load_file(path: Path) -> dict:
+    """``torch.load`` with ``weights_only=True`` and an error that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"Checkpoint '{path}' cannot be read ({type(err).__name__}: {err}). It is truncated, corrupt, "
+            "or not a PyTorch checkpoint."
+        ) from err
+
+
+def load_training_checkpoint(directory: Path) -> dict | None:
+    """The newest readable checkpoint in ``directory``, or None when there is none at all."""
+    directory = Path(directory)
+    candidates = [directory / LAST, directory / PREVIOUS]
+    existing = [c for c in candidates if c.is_file()]
+    if not existing:
+        return None
+    errors = []
+    for path in existing:
+        try:
+            state = load_file(path)
+        except CheckpointError as err:
+            log.warning("%s Falling back to the previous checkpoint.", err)
+            errors.append(str(err))
+            continue
+        if not isinstance(state, dict) or "epoch" not in state:
+            errors.append(f"'{path}' is not a distillbench training checkpoint.")
+            continue
+        return state
+    raise CheckpointError(
+        "No usable checkpoint in " + f"'{directory}': " + " ".join(errors)
+        + " Start the run again without resume=true (after moving the run directory aside)."
+    )
+
+
+def extract_state_dict(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
+    """Model weights from the formats teachers come in.
+
+    RepDistiller, mdistiller and distillbench save ``{'model': state_dict, ...}``; a bare
+    state dict is accepted too, and a ``module.`` prefix left by DataParallel is removed.
+    """
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            "The checkpoint holds no model weights: expected {'model': state_dict} (RepDistiller, mdistiller, "
+            "distillbench) or a bare state_dict."
+        )
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_model_weights(model: nn.Module, path: Path, arch: str) -> None:
+    """Load a teacher checkpoint into ``model``, saying exactly which keys or shapes differ."""
+    state = extract_state_dict(load_file(path))
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} shape(s) differ, e.g. " + "; ".join(wrong_shape[:5]))
+        if missing:
+            parts.append(f"{len(missing)} key(s) missing from the checkpoint, e.g. " + ", ".join(missing[:5]))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. " + ", ".join(unexpected[:5]))
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not fit architecture '{arch}' with {_num_classes(expected)} classes: "
+            + ". ".join(parts)
+            + ". Check that teacher.arch and dataset.num_classes match the checkpoint."
+        )
+    model.load_state_dict(state)
+
+
+def _num_classes(state: Mapping[str, torch.Tensor]) -> str:
+    last_weight = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return str(last_weight[-1].shape[0]) if last_weight else "?"

@@ -1,0 +1,298 @@
+"""One loop for every job: training a teacher, a vanilla student, or a distilled student.
+
+The loss is ``ce_weight * CE + sum(distiller terms)``; the trainer knows no method by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from distillbench.distillers.base import Batch, Distiller
+from distillbench.engine.checkpoint import load_training_checkpoint, save_atomic, save_training_checkpoint
+from distillbench.engine.evaluation import evaluate
+from distillbench.engine.metrics import EpochMeter, correct_topk
+from distillbench.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything
+from distillbench.loggers.base import RunInfo, RunLogger
+from distillbench.models.outputs import ModelOutput, forward_features, probe_shapes
+
+log = logging.getLogger("distillbench")
+
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+CHECKPOINT_DIR = "checkpoints"
+EXPORT_FILE = "model.pth"
+
+
+class DivergenceError(RuntimeError):
+    """A loss term became NaN or Inf; the message names the term and the step."""
+
+
+class Trainer:
+    """Trains ``model`` on ``train_loader``, optionally distilled from a frozen ``teacher``.
+
+    Per epoch it records the lr, every loss term, train top-1, test top-1/top-5, the epoch
+    time and the throughput; per run ``acc1_last``, ``acc1_best`` and ``best_epoch``. After
+    each epoch it writes a checkpoint holding everything resuming needs.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        train_loader: DataLoader,
+        test_loader: DataLoader,
+        make_optimizer: OptimizerFactory,
+        make_scheduler: SchedulerFactory,
+        epochs: int,
+        run_dir: str | Path,
+        logger: RunLogger,
+        info: RunInfo,
+        device: str | torch.device = "cpu",
+        teacher: nn.Module | None = None,
+        distiller: Distiller | None = None,
+        ce_weight: float = 1.0,
+        seed: int = 0,
+        resume: bool = False,
+        expected_teacher_acc1: float | None = None,
+        teacher_acc1_tolerance: float = 3.0,
+        check_finite_every: int = 50,
+        detect_anomaly: bool = False,
+        progress: bool = True,
+    ):
+        if distiller is not None and teacher is None:
+            raise ValueError("A distiller needs a teacher; set distiller=none to train without one.")
+        self.model = model
+        self.train_loader = train_loader
+        self.test_loader = test_loader
+        self.make_optimizer = make_optimizer
+        self.make_scheduler = make_scheduler
+        self.epochs = epochs
+        self.run_dir = Path(run_dir)
+        self.logger = logger
+        self.info = info
+        self.device = torch.device(device)
+        self.teacher = teacher
+        self.distiller = distiller
+        self.ce_weight = ce_weight
+        self.seed = seed
+        self.resume = resume
+        self.expected_teacher_acc1 = expected_teacher_acc1
+        self.teacher_acc1_tolerance = teacher_acc1_tolerance
+        self.check_finite_every = max(1, check_finite_every)
+        self.detect_anomaly = detect_anomaly
+        self.progress = progress
+        self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
+        self.teacher_acc1: float | None = None
+        self.best_acc1 = -math.inf
+        self.best_epoch = 0
+        self.last_test: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_teacher(self) -> None:
+        teacher = self.teacher.to(self.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher_acc1 = evaluate(teacher, self.test_loader, self.device)["acc1"]
+        log.info("teacher test top-1: %.2f", self.teacher_acc1)
+        expected = self.expected_teacher_acc1
+        if expected is not None and self.teacher_acc1 < expected - self.teacher_acc1_tolerance:
+            log.warning(
+                "The teacher reaches %.2f%% top-1, far below the %.2f%% its config expects. Is teacher.checkpoint "
+                "the right file for this architecture and dataset?", self.teacher_acc1, expected,
+            )
+
+    def _setup_distiller(self) -> None:
+        sample = self.train_loader.dataset[0][0]
+        shape = (2, *sample.shape)
+        self.distiller.to(self.device)
+        student_probe = probe_shapes(self.model, shape, preact=self.distiller.preact)
+        teacher_probe = probe_shapes(self.teacher, shape, preact=self.distiller.preact)
+        labels = torch.as_tensor(self.train_loader.dataset.targets, dtype=torch.long)
+        self.distiller.setup(student_probe, teacher_probe, labels)
+        self.distiller.to(self.device)
+
+    def _trainable_parameters(self) -> list[nn.Parameter]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.distiller is not None:
+            params += [p for p in self.distiller.parameters() if p.requires_grad]
+        return params
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "distiller": self.distiller.state_dict() if self.distiller is not None else {},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_acc1": self.best_acc1,
+            "best_epoch": self.best_epoch,
+            "last_test": self.last_test,
+            "rng": capture_rng_state(),
+            "logger": self.logger.state_dict(),
+            "seed": self.seed,
+            "config": self.info.config,
+        }
+
+    def _restore(self, state: dict) -> int:
+        if state.get("seed") != self.seed:
+            raise ValueError(
+                f"The checkpoint in {self.checkpoint_dir} was made with seed {state.get('seed')}, this run uses "
+                f"seed {self.seed}; resume with the same seed or use another run directory."
+            )
+        self.model.load_state_dict(state["model"])
+        if self.distiller is not None:
+            self.distiller.load_state_dict(state["distiller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.best_acc1 = state["best_acc1"]
+        self.best_epoch = state["best_epoch"]
+        self.last_test = state["last_test"]
+        restore_rng_state(state["rng"])
+        log.info("resumed from %s after epoch %d", self.checkpoint_dir, state["epoch"])
+        return state["epoch"]
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict:
+        seed_everything(self.seed)
+        self.model.to(self.device)
+        if self.teacher is not None:
+            self._prepare_teacher()
+        if self.distiller is not None:
+            self._setup_distiller()
+        self.optimizer = self.make_optimizer(self._trainable_parameters())
+        self.scheduler = self.make_scheduler(self.optimizer)
+
+        state = load_training_checkpoint(self.checkpoint_dir) if self.resume else None
+        start_epoch = self._restore(state) if state is not None else 0
+        self.logger.start(self.info, state["logger"] if state is not None else None)
+        success = False
+        try:
+            with torch.autograd.set_detect_anomaly(self.detect_anomaly):
+                for epoch in range(start_epoch + 1, self.epochs + 1):
+                    self._run_epoch(epoch)
+            summary = self._summary()
+            self.logger.log_summary(summary)
+            save_atomic({"model": self.model.state_dict(), "acc1": summary["acc1_last"], "epoch": self.epochs,
+                         "arch": self.info.tags.get("arch")}, self.run_dir / EXPORT_FILE)
+            success = True
+            return summary
+        finally:
+            self.logger.finish(success)
+
+    def _run_epoch(self, epoch: int) -> None:
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        train = self._train_one_epoch(epoch)
+        train_seconds = time.perf_counter() - start
+        test = evaluate(self.model, self.test_loader, self.device)
+        self.scheduler.step()
+        self.last_test = test
+        if test["acc1"] > self.best_acc1:
+            self.best_acc1, self.best_epoch = test["acc1"], epoch
+        metrics = {
+            "epoch": epoch,
+            "lr": lr,
+            **{f"train/{k}": v for k, v in train.items()},
+            "test/acc1": test["acc1"],
+            "test/acc5": test["acc5"],
+            "test/loss": test["loss"],
+            "time/epoch_s": time.perf_counter() - start,
+            "time/images_per_s": len(self.train_loader.dataset) / max(train_seconds, 1e-9),
+        }
+        if self.teacher_acc1 is not None:
+            metrics["teacher/acc1"] = self.teacher_acc1
+        self.logger.log_epoch(metrics)
+        save_training_checkpoint(self._state(epoch), self.checkpoint_dir)
+
+    def _losses(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.distiller is None:
+            logits = self.model(batch.images)
+            return logits, {"ce": self.ce_weight * F.cross_entropy(logits.float(), batch.labels)}
+        with torch.inference_mode():
+            teacher_raw = forward_features(self.teacher, batch.images, preact=self.distiller.preact)
+        # Inference tensors cannot be saved for backward; the loss needs ordinary copies.
+        teacher_out = ModelOutput(teacher_raw.logits.clone(), [f.clone() for f in teacher_raw.feats])
+        student_out = forward_features(self.model, batch.images, preact=self.distiller.preact)
+        terms = {"ce": self.ce_weight * F.cross_entropy(student_out.logits.float(), batch.labels)}
+        for name, value in self.distiller(student_out, teacher_out, batch, epoch).items():
+            if name in terms:
+                raise ValueError(f"The distiller returned a loss term named '{name}', which is reserved.")
+            terms[name] = value
+        return student_out.logits, terms
+
+    def _train_one_epoch(self, epoch: int) -> dict[str, float]:
+        torch.manual_seed(epoch_seed(self.seed, epoch))
+        self.model.train()
+        if self.distiller is not None:
+            self.distiller.train()
+        meter = EpochMeter(self.device)
+        first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self.progress,
+                   dynamic_ncols=True)
+        for step, (images, labels, index) in enumerate(bar, start=1):
+            batch = Batch(
+                images.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True),
+                index.to(self.device, non_blocking=True),
+            )
+            logits, terms = self._losses(batch, epoch)
+            loss = torch.stack([t.float() for t in terms.values()]).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+
+            n = len(batch.labels)
+            meter.add({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, n)
+            meter.add_counts({"acc1": correct_topk(logits.detach(), batch.labels, (1,))[0] * 100.0})
+            bad = ~torch.isfinite(loss)
+            first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+            if step % self.check_finite_every == 0:
+                self._raise_if_diverged(first_bad_step, meter, epoch)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        self._raise_if_diverged(first_bad_step, meter, epoch)
+        return meter.averages()
+
+    def _raise_if_diverged(self, first_bad_step: Tensor, meter: EpochMeter, epoch: int) -> None:
+        step = int(first_bad_step)
+        if step < 0:
+            return
+        bad_terms = [k.removeprefix("loss_") for k, v in meter.sums.items()
+                     if k.startswith("loss_") and not torch.isfinite(v)]
+        raise DivergenceError(
+            f"Loss term(s) {', '.join(repr(t) for t in bad_terms) or 'total'} became NaN or Inf at epoch {epoch}, "
+            f"step {step}. Training stopped; the last good checkpoint (after epoch {epoch - 1}) is kept in "
+            f"{self.checkpoint_dir}. Lower the learning rate or the term's weight, or rerun with "
+            "trainer.detect_anomaly=true to find the operation that produced it."
+        )
+
+    def _summary(self) -> dict:
+        summary = {
+            "acc1_last": self.last_test.get("acc1", float("nan")),
+            "acc5_last": self.last_test.get("acc5", float("nan")),
+            "acc1_best": self.best_acc1,
+            "best_epoch": self.best_epoch,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "name": self.info.name,
+            "job_type": self.info.job_type,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            **self.info.tags,
+            **self.info.summary_fields,
+        }
+        if self.teacher_acc1 is not None:
+            summary["teacher_acc1"] = self.teacher_acc1
+        if self.distiller is not None:
+            summary["extra_params"] = self.distiller.extra_parameter_count()
+        return summary

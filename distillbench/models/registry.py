@@ -1,0 +1,29 @@
+"""``create_model(name, num_classes)``: the one entry point to every architecture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from distillbench.errors import ConfigError
+from distillbench.models.cifar import CIFAR_MODELS
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = dict(CIFAR_MODELS)
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int = 100) -> nn.Module:
+    """Build architecture ``name`` with a ``num_classes``-way classifier."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown model '{name}'. Valid names are: {', '.join(list_models())}. "
+            "Names are case-sensitive and follow RepDistiller's (e.g. 'resnet32x4', 'wrn_40_2', "
+            "'MobileNetV2'); pick one of them in the teacher.arch / student.arch config field."
+        ) from None
+    return factory(num_classes=num_classes)
