@@ -18,8 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from distillbench.data.loaders import make_loaders
 from distillbench.data.errors import DatasetCorruptError, DatasetNotFoundError
+from distillbench.data.loaders import make_loaders
 from distillbench.engine.checkpoint import CHECKPOINT_NAMES, CheckpointError, load_model_weights
 from distillbench.engine.seeding import seed_everything
 from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Trainer
@@ -104,13 +104,8 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
     device = resolve_device(cfg.trainer.device)
     torch.backends.cudnn.benchmark = bool(cfg.trainer.cudnn_benchmark)
     seed_everything(cfg.seed)
-    train_set, test_set = instantiate(cfg.dataset.build)
-    train_loader, test_loader = make_loaders(
-        train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size,
-        cfg.dataset.num_workers, cfg.dataset.test_num_workers, device,
-    )
     num_classes = cfg.dataset.num_classes
-
+    # Models and the teacher checkpoint first: a wrong name fails before any data is read.
     if cfg.role == "teacher":
         trained, teacher, distiller, ce_weight = cfg.teacher, None, None, 1.0
         job_type, method = "teacher", "none"
@@ -122,6 +117,12 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
     else:
         raise ConfigError(f"role must be 'student' or 'teacher', got '{cfg.role}'.")
     model = create_model(trained.arch, num_classes=num_classes)
+
+    train_set, test_set = instantiate(cfg.dataset.build)
+    train_loader, test_loader = make_loaders(
+        train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size,
+        cfg.dataset.num_workers, cfg.dataset.test_num_workers, device,
+    )
 
     tags = {"method": method, "arch": trained.arch, "dataset": cfg.dataset.name}
     if teacher is not None:

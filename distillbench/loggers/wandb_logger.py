@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
 from typing import Any
 
 from distillbench.loggers.base import RunInfo, RunLogger
@@ -45,7 +46,7 @@ class WandbLogger(RunLogger):
     def start(self, info: RunInfo, resume_state: dict | None = None) -> None:
         import wandb
 
-        self.run_id = (resume_state or {}).get("run_id") or wandb.util.generate_id()
+        self.run_id = (resume_state or {}).get("run_id") or secrets.token_hex(4)
         self.run = wandb.init(
             project=self.project,
             entity=self.entity,

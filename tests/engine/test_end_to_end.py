@@ -1,0 +1,117 @@
+"""Whole runs on generated CIFAR-100 files, on the CPU: teacher, KD student, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distillbench.__main__ import run_job
+from distillbench.engine.checkpoint import load_file
+from distillbench.engine.trainer import Trainer
+from distillbench.errors import RunDirError
+from distillbench.loggers import read_metrics
+from tests.conftest import compose_config, tiny_run_overrides
+
+EPOCH_KEYS = {
+    "epoch", "lr", "train/loss", "train/loss_ce", "train/acc1", "test/acc1", "test/acc5", "test/loss",
+    "time/epoch_s", "time/images_per_s",
+}
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(fake_cifar_root, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("teacher_runs")
+    cfg = compose_config(
+        ["experiment=teacher_resnet56", "teacher=resnet8", "trainer.epochs=1",
+         *tiny_run_overrides(fake_cifar_root, runs)],
+        run_dir=runs / "teacher",
+    )
+    summary = run_job(cfg, runs / "teacher")
+    assert summary["job_type"] == "teacher" and summary["arch"] == "resnet8"
+    return runs / "teacher" / "model.pth"
+
+
+def kd_config(root, runs, teacher_checkpoint, run_dir, *extra):
+    return compose_config(
+        ["experiment=kd_resnet32x4_8x4", "teacher=resnet8", "student=resnet8", "trainer.epochs=2",
+         f"teacher.checkpoint={teacher_checkpoint}", *tiny_run_overrides(root, runs), *extra],
+        run_dir=run_dir,
+    )
+
+
+def test_two_epoch_kd_run_records_everything(fake_cifar_root, teacher_checkpoint, tmp_path):
+    run_dir = tmp_path / "kd"
+    summary = run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, run_dir), run_dir)
+
+    metrics = read_metrics(run_dir)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert EPOCH_KEYS | {"train/loss_kd", "teacher/acc1"} <= set(m)
+        assert m["train/loss"] == pytest.approx(m["train/loss_ce"] + m["train/loss_kd"], rel=1e-5)
+    assert metrics[0]["lr"] == 0.05
+
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["acc1_last"] == metrics[-1]["test/acc1"]
+    assert summary["acc1_best"] == max(m["test/acc1"] for m in metrics)
+    assert metrics[summary["best_epoch"] - 1]["test/acc1"] == summary["acc1_best"]
+    assert summary["method"] == "kd" and summary["teacher"] == "resnet8"
+    assert summary["published_acc1"] == 73.33
+    assert 0.0 <= summary["teacher_acc1"] <= 100.0
+
+    checkpoint = load_file(run_dir / "checkpoints" / "last.pt")
+    assert checkpoint["epoch"] == 2
+    for key in ("model", "distiller", "optimizer", "scheduler", "rng", "best_acc1", "logger", "seed"):
+        assert key in checkpoint
+    assert (run_dir / "checkpoints" / "prev.pt").exists()
+    assert (run_dir / "config.yaml").exists()
+
+
+def test_resume_after_epoch_one_equals_an_uninterrupted_run(fake_cifar_root, teacher_checkpoint, tmp_path,
+                                                             monkeypatch):
+    straight_dir = tmp_path / "straight"
+    straight = run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, straight_dir), straight_dir)
+
+    interrupted_dir = tmp_path / "interrupted"
+    original = Trainer._run_epoch
+
+    def crash_in_epoch_two(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_run_epoch", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, interrupted_dir), interrupted_dir)
+    monkeypatch.setattr(Trainer, "_run_epoch", original)
+    assert not (interrupted_dir / "summary.json").exists()
+
+    with pytest.raises(RunDirError, match="resume=true"):
+        run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, interrupted_dir), interrupted_dir)
+    resumed = run_job(
+        kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, interrupted_dir, "resume=true"), interrupted_dir
+    )
+
+    for key in ("acc1_last", "acc1_best", "best_epoch", "acc5_last"):
+        assert resumed[key] == straight[key]
+    straight_metrics = read_metrics(straight_dir)
+    resumed_metrics = read_metrics(interrupted_dir)
+    for a, b in zip(straight_metrics, resumed_metrics, strict=True):
+        for key in ("train/loss", "train/loss_kd", "train/acc1", "test/acc1", "test/loss", "lr"):
+            assert a[key] == b[key], key
+    straight_weights = torch.load(straight_dir / "model.pth", weights_only=True)["model"]
+    resumed_weights = torch.load(interrupted_dir / "model.pth", weights_only=True)["model"]
+    for key, value in straight_weights.items():
+        assert torch.equal(value, resumed_weights[key]), key
+
+
+def test_a_finished_run_is_never_overwritten_silently(fake_cifar_root, teacher_checkpoint, tmp_path):
+    run_dir = tmp_path / "done"
+    cfg = kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, run_dir, "trainer.epochs=1")
+    run_job(cfg, run_dir)
+    before = (run_dir / "summary.json").read_text()
+    with pytest.raises(RunDirError, match="finished run"):
+        run_job(cfg, run_dir)
+    assert (run_dir / "summary.json").read_text() == before

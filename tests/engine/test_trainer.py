@@ -1,0 +1,106 @@
+"""Trainer behaviour on a tiny in-memory dataset: divergence, teacher checks, the distiller contract."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from distillbench.data.instance import InstanceDataset
+from distillbench.data.loaders import make_loaders
+from distillbench.data.transforms import test_transform
+from distillbench.distillers import KD, Distiller
+from distillbench.engine.checkpoint import load_training_checkpoint
+from distillbench.engine.trainer import DivergenceError, Trainer
+from distillbench.loggers import LoggerGroup, RunInfo
+from distillbench.models import create_model
+
+
+def tiny_loaders(n: int = 48, num_classes: int = 4):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(n) % num_classes
+    dataset = InstanceDataset(images, labels, transform=test_transform(), num_classes=num_classes)
+    return make_loaders(dataset, dataset, batch_size=16, test_batch_size=48)
+
+
+def make_trainer(tmp_path, **kwargs) -> Trainer:
+    train_loader, test_loader = tiny_loaders()
+    defaults = dict(
+        model=create_model("resnet8", num_classes=4),
+        train_loader=train_loader,
+        test_loader=test_loader,
+        make_optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+        make_scheduler=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[1]),
+        epochs=2,
+        run_dir=tmp_path,
+        logger=LoggerGroup([]),
+        info=RunInfo(name="t", job_type="student", run_dir=str(tmp_path), seed=0),
+        progress=False,
+        check_finite_every=1,
+    )
+    defaults.update(kwargs)
+    return Trainer(**defaults)
+
+
+class NaNInEpochTwo(Distiller):
+    """Returns a finite term in epoch 1 and NaN from the third step of epoch 2 on."""
+
+    def setup(self, student, teacher, train_labels):
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.steps = 0
+        self.labels_seen = train_labels.clone()
+
+    def forward(self, student, teacher, batch, epoch):
+        self.steps += 1
+        value = self.scale * student.logits.float().pow(2).mean() * 1e-3
+        if epoch == 2 and self.steps >= 5:
+            value = value * float("nan")
+        return {"blowup": value}
+
+
+def test_nan_stops_with_term_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path, teacher=create_model("resnet8", num_classes=4), distiller=NaNInEpochTwo())
+    with pytest.raises(DivergenceError) as err:
+        trainer.fit()
+    message = str(err.value)
+    assert "'blowup'" in message and "epoch 2, step 2" in message and "trainer.detect_anomaly=true" in message
+    assert load_training_checkpoint(tmp_path / "checkpoints")["epoch"] == 1
+
+
+def test_distiller_is_set_up_from_the_real_networks_and_trained(tmp_path):
+    distiller = NaNInEpochTwo()
+    trainer = make_trainer(tmp_path, epochs=1, teacher=create_model("resnet8", num_classes=4), distiller=distiller)
+    trainer.fit()
+    assert torch.equal(distiller.labels_seen, torch.arange(48) % 4)
+    # Its parameter was in the optimiser: weight decay-free SGD moved it away from 1.
+    assert distiller.scale.item() != 1.0
+
+
+def test_teacher_is_frozen_evaluated_and_warned_about(tmp_path, caplog):
+    teacher = create_model("resnet8", num_classes=4)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    trainer = make_trainer(tmp_path, epochs=1, teacher=teacher, distiller=KD(), expected_teacher_acc1=99.0)
+    with caplog.at_level(logging.WARNING, logger="distillbench"):
+        summary = trainer.fit()
+    assert "far below the 99.00%" in caplog.text
+    assert summary["teacher_acc1"] == pytest.approx(trainer.teacher_acc1)
+    assert not teacher.training
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key  # eval mode: not even BN statistics move
+
+
+def test_scheduler_follows_epochs(tmp_path):
+    from distillbench.loggers import FileLogger, read_metrics
+
+    trainer = make_trainer(tmp_path, logger=LoggerGroup([FileLogger()]))
+    trainer.fit()
+    assert [m["lr"] for m in read_metrics(tmp_path)] == pytest.approx([0.05, 0.005])
+
+
+def test_distiller_without_teacher_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs a teacher"):
+        make_trainer(tmp_path, distiller=KD())

@@ -1,0 +1,91 @@
+"""Loggers: the local files, the console line, and what W&B is given."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import wandb
+
+from distillbench.loggers import FileLogger, LoggerGroup, RunInfo, WandbLogger, read_metrics
+from distillbench.loggers.wandb_logger import resolve_mode
+
+
+def info(tmp_path) -> RunInfo:
+    return RunInfo(name="kd_resnet32x4_8x4", job_type="student", run_dir=str(tmp_path), seed=3,
+                   config={"trainer": {"epochs": 2}, "distiller": {"name": "kd"}},
+                   tags={"method": "kd", "teacher": "resnet32x4", "student": "resnet8x4", "dataset": "cifar100"})
+
+
+def epoch(n: int) -> dict:
+    return {"epoch": n, "lr": 0.05, "train/loss": 1.0, "train/loss_ce": 1.0, "train/acc1": 1.0,
+            "test/acc1": 2.0 * n, "test/acc5": 3.0, "time/epoch_s": 1.0, "time/images_per_s": 5.0}
+
+
+def test_file_logger_writes_jsonl_and_summary_and_trims_on_resume(tmp_path):
+    logger = FileLogger()
+    logger.start(info(tmp_path))
+    for n in (1, 2, 3):
+        logger.log_epoch(epoch(n))
+    logger.log_summary({"acc1_last": 6.0})
+    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1, 2, 3]
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"acc1_last": 6.0}
+
+    # A run killed after logging epoch 3 but before its checkpoint resumes from epoch 2.
+    resumed = FileLogger()
+    resumed.start(info(tmp_path), resume_state={"epoch": 2})
+    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_auto_mode_is_offline_without_a_key_and_online_with_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert resolve_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode("auto") == "online"
+    assert resolve_mode("disabled") == "disabled"
+    with pytest.raises(ValueError, match="offline"):
+        resolve_mode("sometimes")
+
+
+def test_wandb_gets_config_group_job_type_tags_and_epoch_step(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    calls = {}
+    real_init = wandb.init
+
+    def recording_init(**kwargs):
+        calls.update(kwargs)
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", recording_init)
+    logger = WandbLogger(project="distillbench-tests", mode="offline")
+    group = LoggerGroup([logger])
+    group.start(info(tmp_path))
+    group.log_epoch(epoch(1))
+    group.log_summary({"acc1_last": 2.0, "acc1_best": 2.0})
+    state = group.state_dict()
+    group.finish()
+
+    assert calls["config"] == info(tmp_path).config
+    assert calls["group"] == "kd_resnet32x4_8x4"
+    assert calls["job_type"] == "student"
+    assert set(calls["tags"]) == {"method:kd", "teacher:resnet32x4", "student:resnet8x4", "dataset:cifar100"}
+    assert calls["mode"] == "offline"
+    assert state["WandbLogger"]["run_id"] == calls["id"]
+    assert logger.run is None  # finished
+    assert list((tmp_path / "wandb").glob(f"offline-run-*-{calls['id']}"))
+
+    # Resuming passes the same id back, so W&B continues the same run.
+    resumed = WandbLogger(project="distillbench-tests", mode="offline")
+    resumed.start(info(tmp_path), resume_state=state["WandbLogger"])
+    resumed.finish()
+    assert calls["id"] == state["WandbLogger"]["run_id"] and calls["resume"] == "allow"
+
+
+def test_wandb_errors_surface(tmp_path, monkeypatch):
+    def failing_init(**kwargs):
+        raise wandb.errors.CommError("no route to host")
+
+    monkeypatch.setattr(wandb, "init", failing_init)
+    with pytest.raises(wandb.errors.CommError):
+        WandbLogger(mode="online").start(info(tmp_path))
