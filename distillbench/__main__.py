@@ -22,7 +22,7 @@ from distillbench.data.errors import DatasetCorruptError, DatasetNotFoundError
 from distillbench.data.loaders import make_loaders
 from distillbench.engine.checkpoint import CHECKPOINT_NAMES, CheckpointError, load_model_weights
 from distillbench.engine.seeding import seed_everything
-from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Trainer
+from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Preempted, Trainer
 from distillbench.errors import ConfigError, RunDirError
 from distillbench.loggers import ConsoleLogger, FileLogger, LoggerGroup, RunInfo, WandbLogger
 from distillbench.loggers.files import SUMMARY_FILE
@@ -121,7 +121,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
     train_set, test_set = instantiate(cfg.dataset.build)
     train_loader, test_loader = make_loaders(
         train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size,
-        cfg.dataset.num_workers, cfg.dataset.test_num_workers, device,
+        cfg.dataset.num_workers, cfg.dataset.test_num_workers, device, seed=cfg.seed,
     )
 
     tags = {"method": method, "arch": trained.arch, "dataset": cfg.dataset.name}
@@ -150,6 +150,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
         expected_teacher_acc1=cfg.teacher.expected_acc1 if teacher is not None else None,
         teacher_acc1_tolerance=cfg.trainer.teacher_acc1_tolerance,
         check_finite_every=cfg.trainer.check_finite_every,
+        checkpoint_every_steps=cfg.trainer.checkpoint_every_steps,
         detect_anomaly=cfg.trainer.detect_anomaly,
         progress=cfg.trainer.progress,
     )
@@ -187,6 +188,9 @@ def main(cfg: DictConfig) -> None:
     except USER_ERRORS as err:
         log.error("%s", err)
         sys.exit(1)
+    except Preempted as err:
+        log.warning("%s", err)
+        sys.exit(128 + err.signum)  # as if killed by the signal, but with the work saved
 
 
 if __name__ == "__main__":

@@ -42,6 +42,13 @@ class EpochMeter:
             value = value.detach().float()
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
 
+    def state_dict(self) -> dict:
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {name: value.to(self.device) for name, value in state["sums"].items()}
+        self.count = state["count"]
+
     def averages(self) -> dict[str, float]:
         if self.count == 0:
             return {}

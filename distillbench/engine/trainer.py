@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +40,18 @@ class DivergenceError(RuntimeError):
     """A loss term became NaN or Inf; the message names the term and the step."""
 
 
+class Preempted(RuntimeError):
+    """SIGTERM or SIGUSR1 arrived; a checkpoint was saved and the run can be resumed."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+# What SLURM sends before it stops or requeues a job.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
 class Trainer:
     """Trains ``model`` on ``train_loader``, optionally distilled from a frozen ``teacher``.
 
@@ -67,6 +81,7 @@ class Trainer:
         expected_teacher_acc1: float | None = None,
         teacher_acc1_tolerance: float = 3.0,
         check_finite_every: int = 50,
+        checkpoint_every_steps: int = 0,
         detect_anomaly: bool = False,
         progress: bool = True,
     ):
@@ -90,6 +105,8 @@ class Trainer:
         self.expected_teacher_acc1 = expected_teacher_acc1
         self.teacher_acc1_tolerance = teacher_acc1_tolerance
         self.check_finite_every = max(1, check_finite_every)
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.stop_signal: int | None = None
         self.detect_anomaly = detect_anomaly
         self.progress = progress
         self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
@@ -129,9 +146,12 @@ class Trainer:
         return params
 
     # ------------------------------------------------------------ checkpoints
-    def _state(self, epoch: int) -> dict:
+    def _state(self, epoch: int, step: int = 0, meter: EpochMeter | None = None) -> dict:
+        """``epoch`` epochs are complete, and ``step`` steps of the next one (with their meter)."""
         return {
             "epoch": epoch,
+            "step": step,
+            "meter": meter.state_dict() if meter is not None else None,
             "model": self.model.state_dict(),
             "distiller": self.distiller.state_dict() if self.distiller is not None else {},
             "optimizer": self.optimizer.state_dict(),
@@ -145,7 +165,7 @@ class Trainer:
             "config": self.info.config,
         }
 
-    def _restore(self, state: dict) -> int:
+    def _restore(self, state: dict) -> tuple[int, int, dict | None]:
         if state.get("seed") != self.seed:
             raise ValueError(
                 f"The checkpoint in {self.checkpoint_dir} was made with seed {state.get('seed')}, this run uses "
@@ -160,8 +180,8 @@ class Trainer:
         self.best_epoch = state["best_epoch"]
         self.last_test = state["last_test"]
         restore_rng_state(state["rng"])
-        log.info("resumed from %s after epoch %d", self.checkpoint_dir, state["epoch"])
-        return state["epoch"]
+        log.info("resumed from %s after epoch %d, step %d", self.checkpoint_dir, state["epoch"], state["step"])
+        return state["epoch"], state["step"], state["meter"]
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -175,13 +195,15 @@ class Trainer:
         self.scheduler = self.make_scheduler(self.optimizer)
 
         state = load_training_checkpoint(self.checkpoint_dir) if self.resume else None
-        start_epoch = self._restore(state) if state is not None else 0
+        start_epoch, start_step, meter_state = self._restore(state) if state is not None else (0, 0, None)
         self.logger.start(self.info, state["logger"] if state is not None else None)
         success = False
+        previous_handlers = self._catch_stop_signals()
         try:
             with torch.autograd.set_detect_anomaly(self.detect_anomaly):
                 for epoch in range(start_epoch + 1, self.epochs + 1):
-                    self._run_epoch(epoch)
+                    self._run_epoch(epoch, start_step, meter_state)
+                    start_step, meter_state = 0, None
             summary = self._summary()
             self.logger.log_summary(summary)
             save_atomic({"model": self.model.state_dict(), "acc1": summary["acc1_last"], "epoch": self.epochs,
@@ -189,12 +211,34 @@ class Trainer:
             success = True
             return summary
         finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
             self.logger.finish(success)
 
-    def _run_epoch(self, epoch: int) -> None:
+    def _catch_stop_signals(self) -> dict:
+        """Turn SIGTERM/SIGUSR1 into a flag the loop checks at the next step boundary."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def request_stop(signum, frame):
+            self.stop_signal = signum
+
+        return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+
+    def _stop_if_signalled(self, epoch: int, step: int) -> None:
+        if self.stop_signal is None:
+            return
+        name = signal.Signals(self.stop_signal).name
+        raise Preempted(
+            self.stop_signal,
+            f"{name} received: stopped after epoch {epoch - 1}, step {step} of epoch {epoch}, with a checkpoint in "
+            f"{self.checkpoint_dir}. Run the same command with resume=true to continue exactly where it stopped.",
+        )
+
+    def _run_epoch(self, epoch: int, start_step: int = 0, meter_state: dict | None = None) -> None:
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        train = self._train_one_epoch(epoch)
+        train = self._train_one_epoch(epoch, start_step, meter_state)
         train_seconds = time.perf_counter() - start
         test = evaluate(self.model, self.test_loader, self.device)
         self.scheduler.step()
@@ -215,6 +259,7 @@ class Trainer:
             metrics["teacher/acc1"] = self.teacher_acc1
         self.logger.log_epoch(metrics)
         save_training_checkpoint(self._state(epoch), self.checkpoint_dir)
+        self._stop_if_signalled(epoch + 1, 0)
 
     def _losses(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
         if self.distiller is None:
@@ -232,16 +277,32 @@ class Trainer:
             terms[name] = value
         return student_out.logits, terms
 
-    def _train_one_epoch(self, epoch: int) -> dict[str, float]:
-        torch.manual_seed(epoch_seed(self.seed, epoch))
+    def _start_epoch_data(self, epoch: int, start_step: int) -> None:
+        """Point the loader at ``epoch``; a resumed epoch skips the batches already trained on."""
+        sampler, dataset = self.train_loader.sampler, self.train_loader.dataset
+        skip = start_step * self.train_loader.batch_size
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch, skip) if skip else sampler.set_epoch(epoch)
+        elif skip:
+            raise RuntimeError("Resuming mid-epoch needs a sampler with set_epoch(epoch, skip); see data.sampling.")
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+
+    def _train_one_epoch(self, epoch: int, start_step: int = 0, meter_state: dict | None = None) -> dict[str, float]:
+        if start_step == 0:
+            torch.manual_seed(epoch_seed(self.seed, epoch))
+        self._start_epoch_data(epoch, start_step)
         self.model.train()
         if self.distiller is not None:
             self.distiller.train()
         meter = EpochMeter(self.device)
+        if meter_state is not None:
+            meter.load_state_dict(meter_state)
+        steps = start_step + len(self.train_loader)
         first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self.progress,
-                   dynamic_ncols=True)
-        for step, (images, labels, index) in enumerate(bar, start=1):
+                   dynamic_ncols=True, initial=start_step, total=steps)
+        for step, (images, labels, index) in enumerate(bar, start=start_step + 1):
             batch = Batch(
                 images.to(self.device, non_blocking=True),
                 labels.to(self.device, non_blocking=True),
@@ -261,6 +322,11 @@ class Trainer:
             if step % self.check_finite_every == 0:
                 self._raise_if_diverged(first_bad_step, meter, epoch)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+            periodic = self.checkpoint_every_steps > 0 and step % self.checkpoint_every_steps == 0
+            if step < steps and (periodic or self.stop_signal is not None):
+                self._raise_if_diverged(first_bad_step, meter, epoch)
+                save_training_checkpoint(self._state(epoch - 1, step, meter), self.checkpoint_dir)
+                self._stop_if_signalled(epoch, step)
         self._raise_if_diverged(first_bad_step, meter, epoch)
         return meter.averages()
 

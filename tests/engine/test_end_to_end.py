@@ -77,10 +77,10 @@ def test_resume_after_epoch_one_equals_an_uninterrupted_run(fake_cifar_root, tea
     interrupted_dir = tmp_path / "interrupted"
     original = Trainer._run_epoch
 
-    def crash_in_epoch_two(self, epoch):
+    def crash_in_epoch_two(self, epoch, *args):
         if epoch == 2:
             raise KeyboardInterrupt("simulated kill")
-        original(self, epoch)
+        original(self, epoch, *args)
 
     monkeypatch.setattr(Trainer, "_run_epoch", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):

@@ -1,0 +1,67 @@
+"""Training order and augmentation draws that are pure functions of (seed, epoch, position).
+
+A run resumed in the middle of an epoch must see exactly the batches, and exactly the random
+crops and flips, that the uninterrupted run saw. So the shuffle is drawn from a generator
+seeded by (seed, epoch), the sampler can start part-way through it, and each sample's
+augmentation is seeded by (seed, epoch, sample index): which worker loads a sample, and how
+many samples were loaded before it, no longer matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from distillbench.engine.seeding import epoch_seed
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation per epoch, from ``(seed, epoch)``; ``skip`` resumes mid-epoch."""
+
+    def __init__(self, num_samples: int, seed: int = 0):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 1
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch = epoch
+        self.skip = skip
+
+    def permutation(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.permutation()[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+class EpochSeededDataset(Dataset):
+    """Seeds torch's RNG from (seed, epoch, index) before each sample's random transform."""
+
+    def __init__(self, dataset: Dataset, seed: int = 0):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        torch.manual_seed(epoch_seed(self.seed, self.epoch) ^ (index * 2_654_435_761 % 2**61))
+        return self.dataset[index]
+
+    def __getattr__(self, name: str) -> Any:
+        # targets, num_classes, classes, ... of the wrapped dataset.
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
