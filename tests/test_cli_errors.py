@@ -49,3 +49,12 @@ def test_unknown_experiment_lists_the_available_ones(tmp_path):
     result = run_cli("experiment=kd_resnet32x4_9x9", cwd=tmp_path)
     assert result.returncode == 1
     assert "kd_resnet32x4_8x4" in result.output
+
+
+def test_unknown_distiller_and_dataset_list_the_valid_ones(tmp_path):
+    result = run_cli("distiller=kd_plus", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "kd_plus" in result.output and "Available options" in result.output and "kd" in result.output
+    result = run_cli("dataset=cifar1000", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cifar100" in result.output and "digits" in result.output

@@ -116,11 +116,13 @@ class Trainer:
         self.last_test: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
-    def _prepare_teacher(self) -> None:
-        teacher = self.teacher.to(self.device).eval()
-        for p in teacher.parameters():
+    def _freeze_teacher(self) -> None:
+        self.teacher.to(self.device).eval()
+        for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.teacher_acc1 = evaluate(teacher, self.test_loader, self.device)["acc1"]
+
+    def _evaluate_teacher(self) -> None:
+        self.teacher_acc1 = evaluate(self.teacher, self.test_loader, self.device)["acc1"]
         log.info("teacher test top-1: %.2f", self.teacher_acc1)
         expected = self.expected_teacher_acc1
         if expected is not None and self.teacher_acc1 < expected - self.teacher_acc1_tolerance:
@@ -188,9 +190,11 @@ class Trainer:
         seed_everything(self.seed)
         self.model.to(self.device)
         if self.teacher is not None:
-            self._prepare_teacher()
+            self._freeze_teacher()
         if self.distiller is not None:
-            self._setup_distiller()
+            self._setup_distiller()  # first: an incompatible pair fails before any long work
+        if self.teacher is not None:
+            self._evaluate_teacher()
         self.optimizer = self.make_optimizer(self._trainable_parameters())
         self.scheduler = self.make_scheduler(self.optimizer)
 

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+import distillbench.engine.trainer as trainer_module
 from distillbench.data.instance import InstanceDataset
 from distillbench.data.loaders import make_loaders
 from distillbench.data.transforms import test_transform
 from distillbench.distillers import KD, Distiller
 from distillbench.engine.checkpoint import load_training_checkpoint
 from distillbench.engine.trainer import DivergenceError, Trainer
-from distillbench.loggers import LoggerGroup, RunInfo
+from distillbench.errors import ConfigError
+from distillbench.loggers import FileLogger, LoggerGroup, RunInfo, read_metrics
 from distillbench.models import create_model
 
 
@@ -94,8 +96,6 @@ def test_teacher_is_frozen_evaluated_and_warned_about(tmp_path, caplog):
 
 
 def test_scheduler_follows_epochs(tmp_path):
-    from distillbench.loggers import FileLogger, read_metrics
-
     trainer = make_trainer(tmp_path, logger=LoggerGroup([FileLogger()]))
     trainer.fit()
     assert [m["lr"] for m in read_metrics(tmp_path)] == pytest.approx([0.05, 0.005])
@@ -104,3 +104,25 @@ def test_scheduler_follows_epochs(tmp_path):
 def test_distiller_without_teacher_is_refused(tmp_path):
     with pytest.raises(ValueError, match="needs a teacher"):
         make_trainer(tmp_path, distiller=KD())
+
+
+class RefusesThePair(Distiller):
+    def setup(self, student, teacher, train_labels):
+        raise ConfigError("this pair cannot work")
+
+
+def test_an_incompatible_pair_fails_before_the_teacher_is_evaluated(tmp_path, monkeypatch):
+    evaluated = []
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: evaluated.append(1) or {"acc1": 0.0})
+    trainer = make_trainer(tmp_path, teacher=create_model("resnet8", num_classes=4), distiller=RefusesThePair())
+    with pytest.raises(ConfigError, match="cannot work"):
+        trainer.fit()
+    assert evaluated == []
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_anomaly_detection_names_the_operation(tmp_path):
+    trainer = make_trainer(tmp_path, teacher=create_model("resnet8", num_classes=4), distiller=NaNInEpochTwo(),
+                           detect_anomaly=True)
+    with pytest.raises(RuntimeError, match="returned nan values"):
+        trainer.fit()
