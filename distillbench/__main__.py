@@ -25,7 +25,7 @@ from distillbench.engine.seeding import seed_everything
 from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Preempted, Trainer
 from distillbench.errors import ConfigError, RunDirError
 from distillbench.loggers import ConsoleLogger, FileLogger, LoggerGroup, RunInfo, WandbLogger
-from distillbench.loggers.files import SUMMARY_FILE
+from distillbench.loggers.files import INIT_METRICS_FILE, METRICS_FILE, SUMMARY_FILE
 from distillbench.models import create_model
 
 log = logging.getLogger("distillbench")
@@ -48,7 +48,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     checkpoints = [run_dir / CHECKPOINT_DIR / name for name in CHECKPOINT_NAMES]
     has_checkpoint = any(c.exists() for c in checkpoints)
     if overwrite:
-        for path in (summary, run_dir / "metrics.jsonl", run_dir / "model.pth"):
+        for path in (summary, run_dir / METRICS_FILE, run_dir / INIT_METRICS_FILE, run_dir / "model.pth"):
             path.unlink(missing_ok=True)
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
         return

@@ -50,6 +50,22 @@ class Distiller(nn.Module):
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Batch, epoch: int) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    # ------------------------------------------------- two-stage methods only
+    def init_modules(self, student: nn.Module) -> nn.Module:
+        """What the init stage trains (e.g. the student's feature stages and a connector)."""
+        raise NotImplementedError(f"{type(self).__name__} has init_epochs > 0 but no init_modules().")
+
+    def init_lr(self, base_lr: float) -> float:
+        """The init stage's constant lr; the main stage's base lr unless the method says otherwise."""
+        return base_lr
+
+    def init_loss(self, student: ModelOutput, teacher: ModelOutput, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} has init_epochs > 0 but no init_loss().")
+
+    def end_init_stage(self) -> None:
+        """Called once the init stage is over (also on resume), before the main optimiser exists:
+        e.g. freeze modules that the main stage must not train."""
+
     def extra_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from distillbench.distillers.base import Batch, Distiller
 from distillbench.engine.checkpoint import load_training_checkpoint, save_atomic, save_training_checkpoint
 from distillbench.engine.evaluation import evaluate
+from distillbench.engine.init_stage import InitStage, make_init_optimizer
 from distillbench.engine.metrics import EpochMeter, correct_topk
 from distillbench.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything
 from distillbench.loggers.base import RunInfo, RunLogger
@@ -148,26 +149,37 @@ class Trainer:
         return params
 
     # ------------------------------------------------------------ checkpoints
-    def _state(self, epoch: int, step: int = 0, meter: EpochMeter | None = None) -> dict:
-        """``epoch`` epochs are complete, and ``step`` steps of the next one (with their meter)."""
+    def _common_state(self) -> dict:
         return {
-            "epoch": epoch,
-            "step": step,
-            "meter": meter.state_dict() if meter is not None else None,
             "model": self.model.state_dict(),
             "distiller": self.distiller.state_dict() if self.distiller is not None else {},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "best_acc1": self.best_acc1,
-            "best_epoch": self.best_epoch,
-            "last_test": self.last_test,
             "rng": capture_rng_state(),
             "logger": self.logger.state_dict(),
             "seed": self.seed,
             "config": self.info.config,
         }
 
-    def _restore(self, state: dict) -> tuple[int, int, dict | None]:
+    def _init_state(self, init_epoch: int, optimizer: torch.optim.Optimizer) -> dict:
+        """A checkpoint inside the init stage of a two-stage method."""
+        return {**self._common_state(), "epoch": 0, "step": 0, "init_epoch": init_epoch,
+                "init_optimizer": optimizer.state_dict()}
+
+    def _state(self, epoch: int, step: int = 0, meter: EpochMeter | None = None) -> dict:
+        """``epoch`` epochs are complete, and ``step`` steps of the next one (with their meter)."""
+        return {
+            **self._common_state(),
+            "epoch": epoch,
+            "step": step,
+            "init_epoch": self._init_epochs(),
+            "meter": meter.state_dict() if meter is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_acc1": self.best_acc1,
+            "best_epoch": self.best_epoch,
+            "last_test": self.last_test,
+        }
+
+    def _restore_common(self, state: dict) -> None:
         if state.get("seed") != self.seed:
             raise ValueError(
                 f"The checkpoint in {self.checkpoint_dir} was made with seed {state.get('seed')}, this run uses "
@@ -176,14 +188,19 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         if self.distiller is not None:
             self.distiller.load_state_dict(state["distiller"])
+        restore_rng_state(state["rng"])
+
+    def _restore_main(self, state: dict) -> tuple[int, int, dict | None]:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.best_acc1 = state["best_acc1"]
         self.best_epoch = state["best_epoch"]
         self.last_test = state["last_test"]
-        restore_rng_state(state["rng"])
         log.info("resumed from %s after epoch %d, step %d", self.checkpoint_dir, state["epoch"], state["step"])
         return state["epoch"], state["step"], state["meter"]
+
+    def _init_epochs(self) -> int:
+        return self.distiller.init_epochs if self.distiller is not None else 0
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -195,16 +212,21 @@ class Trainer:
             self._setup_distiller()  # first: an incompatible pair fails before any long work
         if self.teacher is not None:
             self._evaluate_teacher()
-        self.optimizer = self.make_optimizer(self._trainable_parameters())
-        self.scheduler = self.make_scheduler(self.optimizer)
 
         state = load_training_checkpoint(self.checkpoint_dir) if self.resume else None
-        start_epoch, start_step, meter_state = self._restore(state) if state is not None else (0, 0, None)
+        if state is not None:
+            self._restore_common(state)
         self.logger.start(self.info, state["logger"] if state is not None else None)
         success = False
         previous_handlers = self._catch_stop_signals()
         try:
             with torch.autograd.set_detect_anomaly(self.detect_anomaly):
+                if self._init_epochs():
+                    self._run_init_stage(state)
+                self.optimizer = self.make_optimizer(self._trainable_parameters())
+                self.scheduler = self.make_scheduler(self.optimizer)
+                in_main_stage = state is not None and "optimizer" in state
+                start_epoch, start_step, meter_state = self._restore_main(state) if in_main_stage else (0, 0, None)
                 for epoch in range(start_epoch + 1, self.epochs + 1):
                     self._run_epoch(epoch, start_step, meter_state)
                     start_step, meter_state = 0, None
@@ -218,6 +240,29 @@ class Trainer:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
             self.logger.finish(success)
+
+    def _run_init_stage(self, state: dict | None) -> None:
+        """Two-stage methods: train the distiller's init modules, checkpointing each init epoch.
+
+        A run interrupted inside the init stage resumes at the start of the unfinished init epoch.
+        """
+        done = state["init_epoch"] if state is not None else 0
+        total = self._init_epochs()
+        if done < total:
+            modules = self.distiller.init_modules(self.model)
+            optimizer = make_init_optimizer(self.make_optimizer, modules, self.distiller.init_lr)
+            if state is not None and "init_optimizer" in state:
+                optimizer.load_state_dict(state["init_optimizer"])
+            stage = InitStage(model=self.model, teacher=self.teacher, distiller=self.distiller,
+                              loader=self.train_loader, device=self.device, optimizer=optimizer, seed=self.seed,
+                              progress=self.progress)
+            for init_epoch in range(done + 1, total + 1):
+                metrics = stage.run_epoch(init_epoch)
+                self.logger.log_init_epoch(metrics)
+                save_training_checkpoint(self._init_state(init_epoch, optimizer), self.checkpoint_dir)
+                if self.stop_signal is not None:
+                    self._stop_if_signalled(1, 0)
+        self.distiller.end_init_stage()
 
     def _catch_stop_signals(self) -> dict:
         """Turn SIGTERM/SIGUSR1 into a flag the loop checks at the next step boundary."""

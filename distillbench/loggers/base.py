@@ -30,6 +30,9 @@ class RunLogger:
     def log_epoch(self, metrics: dict[str, float]) -> None:
         pass
 
+    def log_init_epoch(self, metrics: dict[str, float]) -> None:
+        """An epoch of a two-stage method's init stage (keys ``init/...``)."""
+
     def log_summary(self, summary: dict[str, Any]) -> None:
         pass
 
@@ -54,6 +57,10 @@ class LoggerGroup(RunLogger):
     def log_epoch(self, metrics: dict[str, float]) -> None:
         for logger in self.loggers:
             logger.log_epoch(metrics)
+
+    def log_init_epoch(self, metrics: dict[str, float]) -> None:
+        for logger in self.loggers:
+            logger.log_init_epoch(metrics)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         for logger in self.loggers:

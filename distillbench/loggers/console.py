@@ -25,6 +25,11 @@ class ConsoleLogger(RunLogger):
             metrics["test/acc5"], metrics["time/epoch_s"], metrics["time/images_per_s"],
         )
 
+    def log_init_epoch(self, metrics: dict[str, float]) -> None:
+        losses = " ".join(f"{k.removeprefix('init/loss_')}={v:.4f}" for k, v in metrics.items()
+                          if k.startswith("init/loss_"))
+        log.info("init epoch %d %s %.1fs", metrics["init/epoch"], losses, metrics["init/epoch_s"])
+
     def log_summary(self, summary: dict[str, Any]) -> None:
         log.info(
             "finished: acc1_last=%.2f acc1_best=%.2f (epoch %d)",

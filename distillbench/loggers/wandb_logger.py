@@ -61,9 +61,14 @@ class WandbLogger(RunLogger):
             resume="allow",
         )
         self.run.define_metric("epoch")
+        self.run.define_metric("init/epoch")
+        self.run.define_metric("init/*", step_metric="init/epoch")
         self.run.define_metric("*", step_metric="epoch")
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
+        self.run.log(metrics)
+
+    def log_init_epoch(self, metrics: dict[str, float]) -> None:
         self.run.log(metrics)
 
     def log_summary(self, summary: dict[str, Any]) -> None:

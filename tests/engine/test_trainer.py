@@ -126,3 +126,79 @@ def test_anomaly_detection_names_the_operation(tmp_path):
                            detect_anomaly=True)
     with pytest.raises(RuntimeError, match="returned nan values"):
         trainer.fit()
+
+
+class TwoStage(Distiller):
+    """A two-stage method in miniature: the init stage pulls the student's pooled feature toward the
+    teacher's through the student's feature stages; the main stage adds nothing."""
+
+    init_epochs = 2
+
+    def setup(self, student, teacher, train_labels):
+        self.ended = 0
+
+    def init_modules(self, student):
+        return student.get_feat_modules()
+
+    def init_lr(self, base_lr):
+        return base_lr / 5
+
+    def init_loss(self, student, teacher, batch):
+        return {"pull": (student.pooled - teacher.pooled).pow(2).mean()}
+
+    def end_init_stage(self):
+        self.ended += 1
+
+    def forward(self, student, teacher, batch, epoch):
+        return {"zero": student.logits.sum() * 0.0}
+
+
+def test_init_stage_trains_only_its_modules_then_hands_over(tmp_path):
+    model = create_model("resnet8", num_classes=4)
+    fc_before = model.fc.weight.detach().clone()
+    stem_before = model.conv1.weight.detach().clone()
+    distiller = TwoStage()
+    trainer = make_trainer(tmp_path, model=model, epochs=0, teacher=create_model("resnet8", num_classes=4),
+                           distiller=distiller, logger=LoggerGroup([FileLogger()]))
+    trainer.fit()
+    init_metrics = read_metrics(tmp_path, "init_metrics.jsonl")
+    assert [m["init/epoch"] for m in init_metrics] == [1, 2]
+    assert init_metrics[1]["init/loss_pull"] < init_metrics[0]["init/loss_pull"]
+    assert torch.equal(model.fc.weight, fc_before)  # the classifier is not an init module
+    assert not torch.equal(model.conv1.weight, stem_before)
+    assert distiller.ended == 1
+
+
+def test_resume_inside_the_init_stage_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    def run(run_dir, **kwargs):
+        torch.manual_seed(0)
+        model = create_model("resnet8", num_classes=4)
+        teacher = create_model("resnet8", num_classes=4)
+        trainer = make_trainer(run_dir, model=model, epochs=1, teacher=teacher, distiller=TwoStage(),
+                               logger=LoggerGroup([FileLogger()]), **kwargs)
+        return trainer.fit(), model
+
+    straight, straight_model = run(tmp_path / "a")
+
+    original = trainer_module.InitStage.run_epoch
+
+    def crash_in_second_init_epoch(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(trainer_module.InitStage, "run_epoch", crash_in_second_init_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b")
+    monkeypatch.setattr(trainer_module.InitStage, "run_epoch", original)
+    resumed, resumed_model = run(tmp_path / "b", resume=True)
+
+    assert resumed["acc1_last"] == straight["acc1_last"]
+
+    def losses(run_dir):
+        records = read_metrics(run_dir, "init_metrics.jsonl")
+        return [{k: v for k, v in m.items() if k != "init/epoch_s"} for m in records]
+
+    assert losses(tmp_path / "b") == losses(tmp_path / "a")
+    for key, value in straight_model.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
