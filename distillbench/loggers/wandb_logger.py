@@ -31,6 +31,10 @@ def resolve_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"logger.wandb.mode must be one of {', '.join(MODES)}, got '{mode}'.")
     if mode == "auto":
+        # W&B's own switch wins (WANDB_MODE=disabled in CI, for example).
+        env = os.environ.get("WANDB_MODE")
+        if env in ("online", "offline", "disabled"):
+            return env
         return "online" if has_api_key() else "offline"
     return mode
 

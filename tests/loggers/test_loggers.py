@@ -40,12 +40,16 @@ def test_file_logger_writes_jsonl_and_summary_and_trims_on_resume(tmp_path):
 def test_auto_mode_is_offline_without_a_key_and_online_with_one(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     assert resolve_mode("auto") == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert resolve_mode("auto") == "online"
     assert resolve_mode("disabled") == "disabled"
     with pytest.raises(ValueError, match="offline"):
         resolve_mode("sometimes")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_mode("auto") == "disabled"
+    assert resolve_mode("offline") == "offline"  # an explicit config value wins
 
 
 def test_wandb_gets_config_group_job_type_tags_and_epoch_step(tmp_path, monkeypatch):
