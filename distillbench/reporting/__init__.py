@@ -1,0 +1,1 @@
+"""Turning finished runs into the papers' tables, beside the published numbers."""
