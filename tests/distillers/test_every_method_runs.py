@@ -18,6 +18,11 @@ METHODS = sorted(p.stem for p in (CONFIG_DIR / "distiller").glob("*.yaml") if p.
 PAIRS = {"same": ("resnet20", "resnet8"), "cross": ("vgg8", "MobileNetV2")}
 # Methods that need the same channel counts at every stage cannot take a cross-architecture pair.
 SAME_CHANNELS_ONLY = {"fsp"}
+# Settings that shrink a method to 256 training images: fewer contrastive negatives than samples.
+METHOD_OVERRIDES = {
+    "crd": ["distiller.method.num_negatives=64"],
+    "crd_kd": ["distiller.method.crd.num_negatives=64"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,8 @@ def test_one_epoch(method, pair, fake_cifar_root, random_teachers, tmp_path):
     teacher, student = PAIRS[pair]
     cfg = compose_config(
         [f"distiller={method}", f"teacher={teacher}", f"student={student}", "trainer.epochs=1",
-         f"teacher.checkpoint={random_teachers[teacher]}", *tiny_run_overrides(fake_cifar_root, tmp_path)],
+         f"teacher.checkpoint={random_teachers[teacher]}", *METHOD_OVERRIDES.get(method, []),
+         *tiny_run_overrides(fake_cifar_root, tmp_path)],
         run_dir=tmp_path / "run",
     )
     summary = run_job(cfg, tmp_path / "run")
