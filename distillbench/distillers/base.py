@@ -33,10 +33,17 @@ class Distiller(nn.Module):
     * ``preact``: the stage features are taken before their final ReLU (AB).
     * ``init_epochs``: epochs of a separate initialisation stage run before the main
       schedule (AB, FT, FSP); 0 for single-stage methods.
+    * ``teacher_train_mode``: the teacher runs in train mode during training (its BN layers
+      use batch statistics and their running statistics move, and are checkpointed).
+    * ``teacher_grad``: the teacher's forward is recorded by autograd, so the method can
+      differentiate through it (CRCD's gradient element). The teacher is still never
+      optimised; its parameter gradients are discarded after every step.
     """
 
     preact: bool = False
     init_epochs: int = 0
+    teacher_train_mode: bool = False
+    teacher_grad: bool = False
 
     def setup(self, student: ModelOutput, teacher: ModelOutput, train_labels: Tensor) -> None:
         """Build extras from a dry forward of the real networks, before the optimiser exists.

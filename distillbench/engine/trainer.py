@@ -141,6 +141,9 @@ class Trainer:
         labels = torch.as_tensor(self.train_loader.dataset.targets, dtype=torch.long)
         self.distiller.setup(student_probe, teacher_probe, labels)
         self.distiller.to(self.device)
+        if self.distiller.teacher_grad:
+            for p in self.teacher.parameters():
+                p.requires_grad_(True)
 
     def _trainable_parameters(self) -> list[nn.Parameter]:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -149,8 +152,12 @@ class Trainer:
         return params
 
     # ------------------------------------------------------------ checkpoints
+    def _teacher_moves(self) -> bool:
+        return self.distiller is not None and self.distiller.teacher_train_mode
+
     def _common_state(self) -> dict:
         return {
+            **({"teacher": self.teacher.state_dict()} if self._teacher_moves() else {}),
             "model": self.model.state_dict(),
             "distiller": self.distiller.state_dict() if self.distiller is not None else {},
             "rng": capture_rng_state(),
@@ -186,6 +193,8 @@ class Trainer:
                 f"seed {self.seed}; resume with the same seed or use another run directory."
             )
         self.model.load_state_dict(state["model"])
+        if self._teacher_moves():
+            self.teacher.load_state_dict(state["teacher"])
         if self.distiller is not None:
             self.distiller.load_state_dict(state["distiller"])
         restore_rng_state(state["rng"])
@@ -314,10 +323,13 @@ class Trainer:
         if self.distiller is None:
             logits = self.model(batch.images)
             return logits, {"ce": self.ce_weight * F.cross_entropy(logits.float(), batch.labels)}
-        with torch.inference_mode():
-            teacher_raw = forward_features(self.teacher, batch.images, preact=self.distiller.preact)
-        # Inference tensors cannot be saved for backward; the loss needs ordinary copies.
-        teacher_out = ModelOutput(teacher_raw.logits.clone(), [f.clone() for f in teacher_raw.feats])
+        if self.distiller.teacher_grad:
+            teacher_out = forward_features(self.teacher, batch.images, preact=self.distiller.preact)
+        else:
+            with torch.inference_mode():
+                teacher_raw = forward_features(self.teacher, batch.images, preact=self.distiller.preact)
+            # Inference tensors cannot be saved for backward; the loss needs ordinary copies.
+            teacher_out = ModelOutput(teacher_raw.logits.clone(), [f.clone() for f in teacher_raw.feats])
         student_out = forward_features(self.model, batch.images, preact=self.distiller.preact)
         terms = {"ce": self.ce_weight * F.cross_entropy(student_out.logits.float(), batch.labels)}
         for name, value in self.distiller(student_out, teacher_out, batch, epoch).items():
@@ -344,6 +356,7 @@ class Trainer:
         self.model.train()
         if self.distiller is not None:
             self.distiller.train()
+            self.teacher.train(self.distiller.teacher_train_mode)
         meter = EpochMeter(self.device)
         if meter_state is not None:
             meter.load_state_dict(meter_state)
@@ -362,6 +375,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.distiller is not None and self.distiller.teacher_grad:
+                self.teacher.zero_grad(set_to_none=True)
 
             n = len(batch.labels)
             meter.add({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, n)

@@ -202,3 +202,35 @@ def test_resume_inside_the_init_stage_equals_an_uninterrupted_run(tmp_path, monk
     assert losses(tmp_path / "b") == losses(tmp_path / "a")
     for key, value in straight_model.state_dict().items():
         assert torch.equal(value, resumed_model.state_dict()[key]), key
+
+
+class NeedsTeacherGradient(Distiller):
+    """Reads d CE(teacher) / d teacher pooled feature, as CRCD's gradient element does."""
+
+    teacher_train_mode = True
+    teacher_grad = True
+
+    def setup(self, student, teacher, train_labels):
+        self.modes = []
+
+    def forward(self, student, teacher, batch, epoch):
+        ce_teacher = torch.nn.functional.cross_entropy(teacher.logits, batch.labels)
+        (grad_t,) = torch.autograd.grad(ce_teacher, teacher.pooled, create_graph=True)
+        self.modes.append(grad_t.requires_grad)
+        return {"align": (student.pooled * grad_t.detach()).sum() * 0.0 + student.logits.mean() * 0.0}
+
+
+def test_a_method_can_run_the_teacher_in_train_mode_with_gradients(tmp_path):
+    teacher = create_model("resnet8", num_classes=4)
+    running_mean = teacher.bn1.running_mean.clone()
+    weights = teacher.conv1.weight.detach().clone()
+    distiller = NeedsTeacherGradient()
+    trainer = make_trainer(tmp_path, epochs=1, teacher=teacher, distiller=distiller)
+    trainer.fit()
+    assert distiller.modes and all(distiller.modes)
+    assert teacher.training
+    assert not torch.equal(teacher.bn1.running_mean, running_mean)  # batch statistics moved it
+    assert torch.equal(teacher.conv1.weight, weights)  # but the teacher was never optimised
+    assert all(p.grad is None for p in teacher.parameters())
+    state = load_training_checkpoint(tmp_path / "checkpoints")
+    assert torch.equal(state["teacher"]["bn1.running_mean"], teacher.bn1.running_mean)
