@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from distillbench.distillers.base import Batch, Distiller, as_float32
 from distillbench.distillers.memory import SAMPLING_MODES, ClassAwareSampler, ContrastMemory
+from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput
 
 # Keeps the NCE ratios finite when a probability underflows to 0.
@@ -62,7 +63,7 @@ class CRD(Distiller):
     ):
         super().__init__()
         if mode not in SAMPLING_MODES:
-            raise ValueError(f"mode must be one of {SAMPLING_MODES}, got {mode!r}.")
+            raise ConfigError(f"mode must be one of {SAMPLING_MODES}, got {mode!r}.")
         self.weight = weight
         self.feat_dim = feat_dim
         self.num_negatives = num_negatives

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distillbench.distillers.base import Batch, Distiller, as_float32
+from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput
 
 # Subtracted from the target logit after the division by T, which pushes its softmax weight to 0.
@@ -64,7 +65,7 @@ class DKD(Distiller):
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup: int = 20):
         super().__init__()
         if warmup <= 0:
-            raise ValueError(f"DKD warmup must be a positive number of epochs, got {warmup}.")
+            raise ConfigError(f"DKD warmup must be a positive number of epochs, got {warmup}.")
         self.alpha = alpha
         self.beta = beta
         self.temperature = temperature

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from distillbench.engine.seeding import epoch_seed
+from distillbench.errors import ConfigError
 
 GENERATOR_EPOCH = "generator_epoch"
 GENERATOR_STATE = "generator_state"
@@ -50,9 +51,9 @@ class MemoryBank(nn.Module):
     def __init__(self, num_samples: int, dim: int, momentum: float = 0.5, normalized_init: bool = False):
         super().__init__()
         if num_samples < 1 or dim < 1:
-            raise ValueError(f"A memory bank needs at least one row and one column, got {num_samples} x {dim}.")
+            raise ConfigError(f"A memory bank needs at least one row and one column, got {num_samples} x {dim}.")
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}.")
+            raise ConfigError(f"momentum must lie in [0, 1), got {momentum}.")
         self.momentum = momentum
         bound = 1.0 / math.sqrt(dim / 3)
         bank = torch.rand(num_samples, dim).mul_(2 * bound).sub_(bound)
@@ -145,23 +146,23 @@ class ClassAwareSampler(nn.Module):
     def __init__(self, labels: Tensor, num_negatives: int, mode: str = "exact"):
         super().__init__()
         if mode not in SAMPLING_MODES:
-            raise ValueError(f"mode must be one of {SAMPLING_MODES}, got {mode!r}.")
+            raise ConfigError(f"mode must be one of {SAMPLING_MODES}, got {mode!r}.")
         labels = torch.as_tensor(labels, dtype=torch.long).flatten()
         num_samples = labels.numel()
         if num_negatives < 1:
-            raise ValueError(f"num_negatives must be positive, got {num_negatives}.")
+            raise ConfigError(f"num_negatives must be positive, got {num_negatives}.")
         if num_negatives >= num_samples:
-            raise ValueError(
+            raise ConfigError(
                 f"num_negatives = {num_negatives} must be smaller than the number of training samples "
                 f"({num_samples}): the memory has one row per sample. Lower the distiller's num_negatives "
                 "(distiller.method.num_negatives, or distiller.method.<part>.num_negatives in a combined config)."
             )
         if labels.min() < 0:
-            raise ValueError("Training labels must be non-negative class indices.")
+            raise ConfigError("Training labels must be non-negative class indices.")
         counts = torch.bincount(labels)
         available = num_samples - counts[counts > 0]
         if int(available.min()) == 0:
-            raise ValueError("Class-aware negatives need at least two classes in the training set.")
+            raise ConfigError("Class-aware negatives need at least two classes in the training set.")
         self.mode = mode
         self.num_negatives = num_negatives
         # A class with fewer than K negatives gets them with replacement, as the reference does.
