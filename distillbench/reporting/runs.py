@@ -26,8 +26,8 @@ class RunRecord:
 def record_from_summary(summary: dict, source: str) -> RunRecord | None:
     """The cell a summary belongs to; None for runs that are not part of a table (quickstart)."""
     dataset = summary.get("dataset")
-    if dataset is None or "acc1_last" not in summary:
-        return None
+    if dataset is None or "acc1_last" not in summary or summary.get("eval_split", "test") != "test":
+        return None  # not a table run, or a tuning run scored on held-out training images
     if summary.get("job_type") == "teacher":
         method, teacher, student = "vanilla_teacher", summary["arch"], None
     elif summary.get("method") in (None, "none"):

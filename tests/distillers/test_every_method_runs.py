@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from distillbench.__main__ import run_job
+from distillbench.cli import run_job
 from distillbench.loggers import read_metrics
 from distillbench.models import create_model
 from tests.conftest import CONFIG_DIR, compose_config, tiny_run_overrides

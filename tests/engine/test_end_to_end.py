@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from distillbench.__main__ import run_job
+from distillbench.cli import run_job
 from distillbench.engine.checkpoint import load_file
 from distillbench.engine.trainer import Trainer
 from distillbench.errors import RunDirError
