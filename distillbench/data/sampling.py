@@ -65,3 +65,21 @@ class EpochSeededDataset(Dataset):
         if name == "dataset":
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+
+def start_epoch(loader, epoch: int, skip: int = 0) -> None:
+    """Point a training loader at ``epoch``, skipping the first ``skip`` samples (a resumed epoch).
+
+    Works for a DataLoader built by ``make_loaders`` (epoch-aware sampler and dataset) and for
+    loaders that take the epoch themselves (``set_epoch(epoch, skip)``, the device-resident one).
+    """
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch, skip)
+        return
+    sampler, dataset = loader.sampler, loader.dataset
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch, skip)
+    elif skip:
+        raise RuntimeError("Resuming mid-epoch needs a sampler with set_epoch(epoch, skip); see data.sampling.")
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)

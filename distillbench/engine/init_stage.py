@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from distillbench.data.sampling import start_epoch
 from distillbench.distillers.base import Batch, Distiller
 from distillbench.engine.metrics import EpochMeter
 from distillbench.engine.seeding import epoch_seed
@@ -45,9 +46,7 @@ class InitStage:
         """One init epoch; returns the mean of each init loss term and the epoch time."""
         start = time.perf_counter()
         torch.manual_seed(epoch_seed(self.seed, init_epoch_id(epoch)))
-        for part in (self.loader.sampler, self.loader.dataset):
-            if hasattr(part, "set_epoch"):
-                part.set_epoch(init_epoch_id(epoch))
+        start_epoch(self.loader, init_epoch_id(epoch))
         self.model.eval()
         trained = self.distiller.init_modules(self.model)
         trained.train()

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from distillbench.data.sampling import start_epoch
 from distillbench.distillers.base import Batch, Distiller
 from distillbench.engine.checkpoint import load_training_checkpoint, save_atomic, save_training_checkpoint
 from distillbench.engine.evaluation import evaluate
@@ -338,21 +339,10 @@ class Trainer:
             terms[name] = value
         return student_out.logits, terms
 
-    def _start_epoch_data(self, epoch: int, start_step: int) -> None:
-        """Point the loader at ``epoch``; a resumed epoch skips the batches already trained on."""
-        sampler, dataset = self.train_loader.sampler, self.train_loader.dataset
-        skip = start_step * self.train_loader.batch_size
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch, skip) if skip else sampler.set_epoch(epoch)
-        elif skip:
-            raise RuntimeError("Resuming mid-epoch needs a sampler with set_epoch(epoch, skip); see data.sampling.")
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-
     def _train_one_epoch(self, epoch: int, start_step: int = 0, meter_state: dict | None = None) -> dict[str, float]:
         if start_step == 0:
             torch.manual_seed(epoch_seed(self.seed, epoch))
-        self._start_epoch_data(epoch, start_step)
+        start_epoch(self.train_loader, epoch, start_step * self.train_loader.batch_size)
         self.model.train()
         if self.distiller is not None:
             self.distiller.train()

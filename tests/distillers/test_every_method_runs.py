@@ -22,6 +22,7 @@ SAME_CHANNELS_ONLY = {"fsp"}
 METHOD_OVERRIDES = {
     "crd": ["distiller.method.num_negatives=64"],
     "crd_kd": ["distiller.method.crd.num_negatives=64"],
+    "rrd_momentum": ["distiller.method.num_negatives=64"],
 }
 
 
