@@ -23,6 +23,10 @@ METHOD_OVERRIDES = {
     "crd": ["distiller.method.num_negatives=64"],
     "crd_kd": ["distiller.method.crd.num_negatives=64"],
     "rrd_momentum": ["distiller.method.num_negatives=64"],
+    # Two-stage methods: one init epoch instead of 30.
+    "ab": ["distiller.method.init_epochs=1"],
+    "ft": ["distiller.method.init_epochs=1"],
+    "fsp": ["distiller.method.init_epochs=1"],
 }
 
 
