@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from distillbench.data.device_loader import make_device_loaders
 from distillbench.data.errors import DatasetCorruptError, DatasetNotFoundError
 from distillbench.data.holdout import holdout_split
 from distillbench.data.loaders import make_loaders
@@ -129,10 +130,16 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
         train_set, test_set = holdout_split(train_set, cfg.dataset.holdout.fraction, cfg.dataset.holdout.seed,
                                             eval_transform=test_set.transform)
         eval_split = "holdout"
-    train_loader, test_loader = make_loaders(
-        train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size,
-        cfg.dataset.num_workers, cfg.dataset.test_num_workers, device, seed=cfg.seed,
-    )
+    if cfg.dataset.loader == "device":
+        train_loader, test_loader = make_device_loaders(
+            train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size, device, seed=cfg.seed)
+    elif cfg.dataset.loader == "torch":
+        train_loader, test_loader = make_loaders(
+            train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size,
+            cfg.dataset.num_workers, cfg.dataset.test_num_workers, device, seed=cfg.seed,
+        )
+    else:
+        raise ConfigError(f"dataset.loader must be 'torch' or 'device', got '{cfg.dataset.loader}'.")
 
     tags = {"method": method, "arch": trained.arch, "dataset": cfg.dataset.name, "eval_split": eval_split}
     if teacher is not None:

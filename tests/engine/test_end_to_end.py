@@ -115,3 +115,12 @@ def test_a_finished_run_is_never_overwritten_silently(fake_cifar_root, teacher_c
     with pytest.raises(RunDirError, match="finished run"):
         run_job(cfg, run_dir)
     assert (run_dir / "summary.json").read_text() == before
+
+
+def test_the_device_loader_trains_the_same_batches(fake_cifar_root, teacher_checkpoint, tmp_path):
+    run_dir = tmp_path / "device"
+    summary = run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, run_dir, "dataset.loader=device",
+                                "trainer.epochs=1"), run_dir)
+    (metrics,) = read_metrics(run_dir)
+    assert summary["acc1_last"] == metrics["test/acc1"]
+    assert metrics["time/images_per_s"] > 0 and metrics["train/loss_kd"] > 0
