@@ -23,8 +23,9 @@ from distillbench.data.errors import DatasetCorruptError, DatasetNotFoundError
 from distillbench.data.holdout import holdout_split
 from distillbench.data.loaders import make_loaders
 from distillbench.engine.checkpoint import CHECKPOINT_NAMES, CheckpointError, load_model_weights
+from distillbench.engine.preemption import Preempted
 from distillbench.engine.seeding import seed_everything
-from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Preempted, Trainer
+from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Trainer
 from distillbench.errors import ConfigError, RunDirError
 from distillbench.loggers import ConsoleLogger, FileLogger, LoggerGroup, RunInfo, WandbLogger
 from distillbench.loggers.files import INIT_METRICS_FILE, METRICS_FILE, SUMMARY_FILE

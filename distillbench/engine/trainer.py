@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from distillbench.engine.checkpoint import load_training_checkpoint, save_atomic
 from distillbench.engine.evaluation import evaluate
 from distillbench.engine.init_stage import InitStage, make_init_optimizer
 from distillbench.engine.metrics import EpochMeter, correct_topk
+from distillbench.engine.preemption import StopRequests
 from distillbench.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything
 from distillbench.loggers.base import RunInfo, RunLogger
 from distillbench.models.outputs import ModelOutput, forward_features, probe_shapes
@@ -42,16 +41,6 @@ class DivergenceError(RuntimeError):
     """A loss term became NaN or Inf; the message names the term and the step."""
 
 
-class Preempted(RuntimeError):
-    """SIGTERM or SIGUSR1 arrived; a checkpoint was saved and the run can be resumed."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.signum = signum
-
-
-# What SLURM sends before it stops or requeues a job.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class Trainer:
@@ -108,7 +97,7 @@ class Trainer:
         self.teacher_acc1_tolerance = teacher_acc1_tolerance
         self.check_finite_every = max(1, check_finite_every)
         self.checkpoint_every_steps = checkpoint_every_steps
-        self.stop_signal: int | None = None
+        self.stop = StopRequests()
         self.detect_anomaly = detect_anomaly
         self.progress = progress
         self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
@@ -228,9 +217,8 @@ class Trainer:
             self._restore_common(state)
         self.logger.start(self.info, state["logger"] if state is not None else None)
         success = False
-        previous_handlers = self._catch_stop_signals()
         try:
-            with torch.autograd.set_detect_anomaly(self.detect_anomaly):
+            with self.stop, torch.autograd.set_detect_anomaly(self.detect_anomaly):
                 if self._init_epochs():
                     self._run_init_stage(state)
                 self.optimizer = self.make_optimizer(self._trainable_parameters())
@@ -247,8 +235,6 @@ class Trainer:
             success = True
             return summary
         finally:
-            for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
             self.logger.finish(success)
 
     def _run_init_stage(self, state: dict | None) -> None:
@@ -270,29 +256,8 @@ class Trainer:
                 metrics = stage.run_epoch(init_epoch)
                 self.logger.log_init_epoch(metrics)
                 save_training_checkpoint(self._init_state(init_epoch, optimizer), self.checkpoint_dir)
-                if self.stop_signal is not None:
-                    self._stop_if_signalled(1, 0)
+                self.stop.raise_if_requested(f"after init epoch {init_epoch}", self.checkpoint_dir)
         self.distiller.end_init_stage()
-
-    def _catch_stop_signals(self) -> dict:
-        """Turn SIGTERM/SIGUSR1 into a flag the loop checks at the next step boundary."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def request_stop(signum, frame):
-            self.stop_signal = signum
-
-        return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
-
-    def _stop_if_signalled(self, epoch: int, step: int) -> None:
-        if self.stop_signal is None:
-            return
-        name = signal.Signals(self.stop_signal).name
-        raise Preempted(
-            self.stop_signal,
-            f"{name} received: stopped after epoch {epoch - 1}, step {step} of epoch {epoch}, with a checkpoint in "
-            f"{self.checkpoint_dir}. Run the same command with resume=true to continue exactly where it stopped.",
-        )
 
     def _run_epoch(self, epoch: int, start_step: int = 0, meter_state: dict | None = None) -> None:
         start = time.perf_counter()
@@ -318,7 +283,7 @@ class Trainer:
             metrics["teacher/acc1"] = self.teacher_acc1
         self.logger.log_epoch(metrics)
         save_training_checkpoint(self._state(epoch), self.checkpoint_dir)
-        self._stop_if_signalled(epoch + 1, 0)
+        self.stop.raise_if_requested(f"after epoch {epoch}", self.checkpoint_dir)
 
     def _losses(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
         if self.distiller is None:
@@ -377,10 +342,10 @@ class Trainer:
                 self._raise_if_diverged(first_bad_step, meter, epoch)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             periodic = self.checkpoint_every_steps > 0 and step % self.checkpoint_every_steps == 0
-            if step < steps and (periodic or self.stop_signal is not None):
+            if step < steps and (periodic or self.stop.requested):
                 self._raise_if_diverged(first_bad_step, meter, epoch)
                 save_training_checkpoint(self._state(epoch - 1, step, meter), self.checkpoint_dir)
-                self._stop_if_signalled(epoch, step)
+                self.stop.raise_if_requested(f"at step {step} of epoch {epoch}", self.checkpoint_dir)
         self._raise_if_diverged(first_bad_step, meter, epoch)
         return meter.averages()
 
