@@ -49,14 +49,15 @@ def wait_for_checkpoint(process: subprocess.Popen, checkpoint: Path, epoch: int,
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before it could be interrupted"
-        if checkpoint.exists() and checkpoint.stat().st_mtime_ns != seen:
-            seen = checkpoint.stat().st_mtime_ns
-            try:
+        try:  # last.pt is briefly absent while a new checkpoint replaces it
+            mtime = checkpoint.stat().st_mtime_ns
+            if mtime != seen:
+                seen = mtime
                 state = torch.load(checkpoint, weights_only=True, map_location="cpu")
-            except (EOFError, RuntimeError, FileNotFoundError):
-                continue
-            if (state["epoch"], state["step"]) >= (epoch, min_step):
-                return state
+                if (state["epoch"], state["step"]) >= (epoch, min_step):
+                    return state
+        except (EOFError, RuntimeError, FileNotFoundError):
+            pass
         time.sleep(0.02)
     raise AssertionError("no checkpoint appeared in time")
 
