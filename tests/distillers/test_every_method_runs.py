@@ -25,6 +25,8 @@ METHOD_OVERRIDES = {
     "crd_kd": ["distiller.method.crd.num_negatives=64"],
     "rrd_momentum": ["distiller.method.num_negatives=64"],
     "crcd": ["distiller.method.num_negatives=32"],
+    "wcord": ["distiller.method.num_negatives=64"],
+    "wcord_kd": ["distiller.method.wcord.num_negatives=64"],
     # Two-stage methods: one init epoch instead of 30.
     "ab": ["distiller.method.init_epochs=1"],
     "ft": ["distiller.method.init_epochs=1"],
