@@ -20,7 +20,8 @@ from make_experiments import DISTILLERS, PAIRS  # noqa: E402
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # Selectable on the command line; model/ and pair/ are composed by the others.
-GROUPS = ["dataset", "teacher", "student", "distiller", "optim", "sched", "trainer", "logger", "paths", "hparams_search"]
+GROUPS = ["dataset", "teacher", "student", "distiller", "optim", "sched", "trainer", "logger", "paths",
+          "hparams_search"]
 
 
 def group_options(group: str) -> list[str]:
