@@ -11,40 +11,19 @@ from __future__ import annotations
 
 from torch import Size, Tensor, nn
 
+from distillbench.distillers.adapters import conv_to_teacher
 from distillbench.distillers.base import Batch, Distiller, as_float32
 from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput
 
 
 class ConvConnector(nn.Module):
-    """Conv to the teacher's channels and spatial size, then BatchNorm, without a ReLU.
-
-    The conv follows the heights as RepDistiller's ``ConvReg(use_relu=False)`` does: stride-2 3x3
-    when the student map is twice as tall, stride-2 4x4 transposed when half as tall, otherwise a
-    valid conv whose kernel absorbs the size difference (1x1 for equal sizes).
-    """
+    """``adapters.conv_to_teacher`` (RepDistiller's ConvReg choice of conv), then BatchNorm, without a ReLU."""
 
     def __init__(self, student_shape: Size, teacher_shape: Size):
         super().__init__()
-        s_c, s_h, s_w = student_shape[1:]
-        t_c, t_h, t_w = teacher_shape[1:]
-        out_hw: tuple[int, int] | None = None
-        if s_h == 2 * t_h:
-            self.conv: nn.Module = nn.Conv2d(s_c, t_c, kernel_size=3, stride=2, padding=1)
-            out_hw = ((s_h - 1) // 2 + 1, (s_w - 1) // 2 + 1)
-        elif 2 * s_h == t_h:
-            self.conv = nn.ConvTranspose2d(s_c, t_c, kernel_size=4, stride=2, padding=1)
-            out_hw = (2 * s_h, 2 * s_w)
-        elif s_h >= t_h and s_w >= t_w:
-            self.conv = nn.Conv2d(s_c, t_c, kernel_size=(1 + s_h - t_h, 1 + s_w - t_w))
-            out_hw = (t_h, t_w)
-        if out_hw != (t_h, t_w):
-            raise ConfigError(
-                f"AB's connector cannot map a student map of shape {tuple(student_shape[1:])} onto a teacher map of "
-                f"shape {tuple(teacher_shape[1:])}: the student map must be twice, half or at least as large as the "
-                "teacher's in both height and width."
-            )
-        self.bn = nn.BatchNorm2d(t_c)
+        self.conv = conv_to_teacher(student_shape, teacher_shape, "AB's connector")
+        self.bn = nn.BatchNorm2d(teacher_shape[1])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.bn(self.conv(x))
