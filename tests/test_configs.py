@@ -71,7 +71,12 @@ def test_every_group_option_composes(tmp_path):
             for option in group_options(group):
                 cfg = compose(config_name="config", overrides=[f"{group}={option}"])
                 cfg.run_dir = str(tmp_path)
-                OmegaConf.to_container(cfg, resolve=True)
+                resolved = OmegaConf.to_container(cfg, resolve=True)
+                chosen = {"dataset": ("name",), "teacher": ("arch",), "student": ("arch",), "distiller": ("name",)}
+                if group in chosen:
+                    assert resolved[group][chosen[group][0]] == option, (group, option)
+                if group == "hparams_search":
+                    assert resolved["optimized_metric"] and resolved["dataset"]["holdout"]
 
 
 def test_model_configs_cover_the_zoo():

@@ -137,7 +137,9 @@ def test_takes_init_epochs_from_the_config_and_reads_post_activation_features():
 
 
 def test_the_experiment_pair_resnet32x4_to_resnet8x4_is_accepted():
-    FSP().setup(probe("resnet8x4"), probe("resnet32x4"), torch.zeros(0))
+    distiller = FSP()
+    distiller.setup(probe("resnet8x4"), probe("resnet32x4"), torch.zeros(0))
+    assert distiller.init_epochs == 30
 
 
 def test_a_cross_architecture_pair_is_refused_as_an_na_cell():

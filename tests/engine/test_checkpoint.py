@@ -53,9 +53,15 @@ def test_a_repdistiller_layout_teacher_checkpoint_loads_unchanged(arch, tmp_path
 
 
 def test_dataparallel_prefix_and_bare_state_dicts_load(tmp_path):
+    torch.manual_seed(1)
     state = create_model("resnet8").state_dict()
     torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "dp.pth")
-    load_model_weights(create_model("resnet8"), tmp_path / "dp.pth", "resnet8")
+    torch.save(state, tmp_path / "bare.pth")
+    for name in ("dp.pth", "bare.pth"):
+        torch.manual_seed(2)
+        model = create_model("resnet8")
+        load_model_weights(model, tmp_path / name, "resnet8")
+        assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()), name
 
 
 def test_wrong_architecture_or_class_count_names_the_differences(tmp_path):
