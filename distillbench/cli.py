@@ -111,18 +111,18 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
     torch.backends.cudnn.benchmark = bool(cfg.trainer.cudnn_benchmark)
     seed_everything(cfg.seed)
     num_classes = cfg.dataset.num_classes
-    # Models and the teacher checkpoint first: a wrong name fails before any data is read.
-    if cfg.role == "teacher":
-        trained, teacher, distiller, ce_weight = cfg.teacher, None, None, 1.0
-        job_type, method = "teacher", "none"
-    elif cfg.role == "student":
-        trained, job_type, method = cfg.student, "student", cfg.distiller.name
-        distiller = instantiate(cfg.distiller.method) if cfg.distiller.method is not None else None
-        teacher = build_teacher(cfg, num_classes) if distiller is not None else None
-        ce_weight = cfg.distiller.ce_weight
-    else:
+    # Models and the teacher checkpoint first: a wrong name fails before any data is read. The trained
+    # network is built first, so one seed gives it the same initial weights whatever the method.
+    if cfg.role not in ("student", "teacher"):
         raise ConfigError(f"role must be 'student' or 'teacher', got '{cfg.role}'.")
+    trained = cfg.teacher if cfg.role == "teacher" else cfg.student
     model = create_model(trained.arch, num_classes=num_classes)
+    teacher, distiller, ce_weight, job_type, method = None, None, 1.0, "teacher", "none"
+    if cfg.role == "student":
+        job_type, method, ce_weight = "student", cfg.distiller.name, cfg.distiller.ce_weight
+        if cfg.distiller.method is not None:
+            distiller = instantiate(cfg.distiller.method)
+            teacher = build_teacher(cfg, num_classes)
 
     train_set, test_set = instantiate(cfg.dataset.build)
     eval_split = "test"

@@ -124,3 +124,21 @@ def test_the_device_loader_trains_the_same_batches(fake_cifar_root, teacher_chec
     (metrics,) = read_metrics(run_dir)
     assert summary["acc1_last"] == metrics["test/acc1"]
     assert metrics["time/images_per_s"] > 0 and metrics["train/loss_kd"] > 0
+
+
+def test_one_seed_gives_the_student_the_same_initial_weights_whatever_the_method(
+        fake_cifar_root, teacher_checkpoint, tmp_path, monkeypatch):
+    seen = []
+    original = Trainer.fit
+
+    def record_initial_weights(self):
+        seen.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "fit", record_initial_weights)
+    for distiller in ("kd", "none"):
+        run_dir = tmp_path / distiller
+        run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, run_dir, f"distiller={distiller}",
+                          "trainer.epochs=1"), run_dir)
+    kd_init, vanilla_init = seen
+    assert all(torch.equal(kd_init[k], vanilla_init[k]) for k in kd_init)
