@@ -73,6 +73,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def build_teacher(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
+    if cfg.teacher.get("pretrained") and cfg.teacher.checkpoint is None:
+        # torchvision's released ImageNet weights; without internet the factory says to pass a checkpoint.
+        return create_model(cfg.teacher.arch, num_classes=num_classes, pretrained=True)
     teacher = create_model(cfg.teacher.arch, num_classes=num_classes)
     path = Path(cfg.teacher.checkpoint)
     if not path.is_file():

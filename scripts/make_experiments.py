@@ -79,6 +79,28 @@ NOTES = {
 }
 
 
+# ImageNet cells (mdistiller's recipes): pair -> (teacher, student) as published.yaml names them.
+IMAGENET_PAIRS = {"imagenet_r34_r18": ("resnet34", "resnet18"), "imagenet_r50_mv1": ("resnet50", "mobilenetv1")}
+IMAGENET_TITLES = {"imagenet_r34_r18": ("ResNet-34", "ResNet-18"), "imagenet_r50_mv1": ("ResNet-50", "MobileNetV1")}
+IMAGENET_METHODS = ["kd", "at", "crd", "crcd", "dkd", "ckd"]
+# CRCD's default gradient term compares equal-width pooled features: ResNet-50 (2048) vs MobileNetV1 (1024) is N/A.
+IMAGENET_NA = {("crcd", "imagenet_r50_mv1")}
+
+
+def imagenet_recipe(method: str, pair: str) -> dict:
+    """mdistiller's ImageNet configs (KD, AT, CRD, DKD); CKD's released ImageNet recipe; CRCD as CRD."""
+    if method == "kd":
+        return {"distiller": {"ce_weight": 0.5, "method": {"weight": 0.5, "temperature": 1.0}}}
+    if method in ("crd", "crcd"):
+        return {"dataset": {"batch_size": 256}, "optim": {"lr": 0.1}}
+    if method == "dkd":
+        beta = 0.5 if pair == "imagenet_r34_r18" else 2.0
+        return {"distiller": {"method": {"beta": beta, "temperature": 1.0, "warmup": 1}}}
+    if method == "ckd":
+        return {"trainer": {"epochs": 200}, "distiller": {"method": {"weight": 10.0, "temperature": 1.0}}}
+    return {}
+
+
 def recipe(method: str, pair: str) -> dict:
     """Overrides of the RepDistiller recipe that the method's own paper used."""
     if method == "crcd":
@@ -151,6 +173,36 @@ def vanilla_published() -> dict[str, dict]:
     return found
 
 
+def imagenet_published() -> dict[tuple[str, str], dict]:
+    data = yaml.safe_load(PUBLISHED.read_text())
+    pairs = {names: pair for pair, names in IMAGENET_PAIRS.items()}
+    found: dict[tuple[str, str], dict] = {}
+    for e in data["entries"]:
+        pair = pairs.get((e["teacher"], e["student"]))
+        if e["dataset"] != "imagenet" or pair is None or e["top1"] is None:
+            continue
+        own = e["method"].startswith(e["paper"])
+        if (e["method"], pair) not in found or own:
+            found[(e["method"], pair)] = {"acc1": e["top1"], "paper": e["paper"],
+                                          "metric": data["papers"][e["paper"]]["metric"],
+                                          "provenance": e["provenance"], "source": e["source"]}
+    return found
+
+
+def imagenet_experiment_file(method: str, pair: str, published: dict | None) -> str:
+    teacher, student = IMAGENET_TITLES[pair]
+    lines = ["# @package _global_", f"# {TITLES[method]}, ImageNet {teacher} -> {student}. {MARK}"]
+    if method == "crcd":
+        lines.append("# CRCD's ImageNet recipe is not public; this uses CRD's (batch 256, lr 0.1).")
+    if published is None:
+        lines.append("# No published number for this cell could be sourced.")
+    lines += [f"defaults:\n  - /pair: {pair}\n  - override /distiller: {method}"]
+    if method == "ckd":
+        lines.append("  - override /sched: cosine")
+    body = {"name": f"{method}_{pair}", **imagenet_recipe(method, pair), "published": published}
+    return "\n".join(lines) + "\n\n" + dump(body)
+
+
 def wanted_files() -> dict[Path, str]:
     files = {CONFIGS / "pair" / f"{pair}.yaml": pair_file(pair) for pair in PAIRS}
     cells = published_cells()
@@ -159,6 +211,12 @@ def wanted_files() -> dict[Path, str]:
             cells.setdefault((method, pair), None)
     for (method, pair), published in sorted(cells.items()):
         files[CONFIGS / "experiment" / f"{method}_{pair}.yaml"] = experiment_file(method, pair, published)
+    imagenet = imagenet_published()
+    for pair in IMAGENET_PAIRS:
+        for method in IMAGENET_METHODS:
+            if (method, pair) not in IMAGENET_NA:
+                files[CONFIGS / "experiment" / f"{method}_{pair}.yaml"] = imagenet_experiment_file(
+                    method, pair, imagenet.get((method, pair)))
     vanilla = vanilla_published()
     for student in sorted({s for _, s in PAIRS.values()}):
         files[CONFIGS / "experiment" / f"vanilla_{student}.yaml"] = vanilla_file(student, vanilla.get(student))

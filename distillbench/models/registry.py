@@ -8,22 +8,24 @@ from torch import nn
 
 from distillbench.errors import ConfigError
 from distillbench.models.cifar import CIFAR_MODELS
+from distillbench.models.imagenet import IMAGENET_MODELS
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = dict(CIFAR_MODELS)
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {**CIFAR_MODELS, **IMAGENET_MODELS}
 
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int = 100) -> nn.Module:
-    """Build architecture ``name`` with a ``num_classes``-way classifier."""
+def create_model(name: str, num_classes: int = 100, **kwargs) -> nn.Module:
+    """Build architecture ``name`` with a ``num_classes``-way classifier (``pretrained=True`` for the
+    ImageNet models with released weights)."""
     try:
         factory = _REGISTRY[name]
     except KeyError:
         raise ConfigError(
             f"Unknown model '{name}'. Valid names are: {', '.join(list_models())}. "
-            "Names are case-sensitive and follow RepDistiller's (e.g. 'resnet32x4', 'wrn_40_2', "
+            "Names are case-sensitive and follow RepDistiller's for CIFAR (e.g. 'resnet32x4', 'wrn_40_2', "
             "'MobileNetV2'); pick one of them in the teacher.arch / student.arch config field."
         ) from None
-    return factory(num_classes=num_classes)
+    return factory(num_classes=num_classes, **kwargs)

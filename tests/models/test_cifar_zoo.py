@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from distillbench.models import create_model, forward_features, list_models
+from distillbench.models.cifar import CIFAR_MODELS
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "repdistiller_b84f547_layouts.json").read_text())
 
@@ -52,7 +53,8 @@ def stats(t: torch.Tensor) -> list[float]:
 
 
 def test_zoo_lists_exactly_the_reference_architectures():
-    assert sorted(REFERENCE) == list_models()
+    assert sorted(REFERENCE) == sorted(CIFAR_MODELS)
+    assert set(CIFAR_MODELS) <= set(list_models())
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
