@@ -22,7 +22,7 @@ from distillbench.data.sampling import start_epoch
 from distillbench.distillers.base import Batch, Distiller
 from distillbench.engine.metrics import EpochMeter
 from distillbench.engine.seeding import epoch_seed
-from distillbench.models.outputs import forward_features
+from distillbench.models.outputs import forward_features, frozen_forward
 
 
 def init_epoch_id(epoch: int) -> int:
@@ -55,9 +55,7 @@ class InitStage:
         for images, labels, index in tqdm(self.loader, desc=f"init {epoch}/{self.distiller.init_epochs}",
                                           leave=False, disable=not self.progress, dynamic_ncols=True):
             batch = Batch(images.to(self.device), labels.to(self.device), index.to(self.device))
-            with torch.inference_mode():
-                teacher_raw = forward_features(self.teacher, batch.images, preact=preact)
-            teacher_out = type(teacher_raw)(teacher_raw.logits.clone(), [f.clone() for f in teacher_raw.feats])
+            teacher_out = frozen_forward(self.teacher, batch.images, preact=preact)
             student_out = forward_features(self.model, batch.images, preact=preact)
             terms = self.distiller.init_loss(student_out, teacher_out, batch)
             loss = torch.stack([t.float() for t in terms.values()]).sum()

@@ -26,7 +26,7 @@ from distillbench.engine.metrics import EpochMeter, correct_topk
 from distillbench.engine.preemption import StopRequests
 from distillbench.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything
 from distillbench.loggers.base import RunInfo, RunLogger
-from distillbench.models.outputs import ModelOutput, forward_features, probe_shapes
+from distillbench.models.outputs import forward_features, frozen_forward, probe_shapes
 
 log = logging.getLogger("distillbench")
 
@@ -292,10 +292,7 @@ class Trainer:
         if self.distiller.teacher_grad:
             teacher_out = forward_features(self.teacher, batch.images, preact=self.distiller.preact)
         else:
-            with torch.inference_mode():
-                teacher_raw = forward_features(self.teacher, batch.images, preact=self.distiller.preact)
-            # Inference tensors cannot be saved for backward; the loss needs ordinary copies.
-            teacher_out = ModelOutput(teacher_raw.logits.clone(), [f.clone() for f in teacher_raw.feats])
+            teacher_out = frozen_forward(self.teacher, batch.images, preact=self.distiller.preact)
         student_out = forward_features(self.model, batch.images, preact=self.distiller.preact)
         terms = {"ce": self.ce_weight * F.cross_entropy(student_out.logits.float(), batch.labels)}
         for name, value in self.distiller(student_out, teacher_out, batch, epoch).items():

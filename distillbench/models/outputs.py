@@ -35,6 +35,17 @@ def forward_features(model: nn.Module, x: Tensor, preact: bool = False) -> Model
     return ModelOutput(logits=logits, feats=list(feats))
 
 
+def frozen_forward(model: nn.Module, x: Tensor, preact: bool = False) -> ModelOutput:
+    """A frozen teacher's outputs, computed under inference mode.
+
+    Inference tensors cannot be saved for backward, and every loss keeps the teacher's outputs
+    as targets, so ordinary copies are returned.
+    """
+    with torch.inference_mode():
+        out = forward_features(model, x, preact=preact)
+    return ModelOutput(out.logits.clone(), [f.clone() for f in out.feats])
+
+
 @torch.no_grad()
 def probe_shapes(model: nn.Module, input_shape: tuple[int, ...], preact: bool = False) -> ModelOutput:
     """A dry forward on zeros, in eval mode, to size a distiller's extras from the real model."""
