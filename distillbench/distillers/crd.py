@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from distillbench.distillers.base import Batch, Distiller, as_float32
-from distillbench.distillers.memory import SAMPLING_MODES, ClassAwareSampler, ContrastMemory
+from distillbench.distillers.memory import SAMPLING_MODES, build_contrast_memory
 from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput
 
@@ -76,8 +76,8 @@ class CRD(Distiller):
         # Built in RepDistiller's order (heads, student bank, teacher bank) from the global RNG.
         self.embed_s = Embed(student.pooled.flatten(1).shape[1], self.feat_dim)
         self.embed_t = Embed(teacher.pooled.flatten(1).shape[1], self.feat_dim)
-        self.memory = ContrastMemory(len(train_labels), self.feat_dim, self.temperature, self.momentum)
-        self.sampler = ClassAwareSampler(train_labels, self.num_negatives, self.mode)
+        self.memory, self.sampler = build_contrast_memory(
+            train_labels, self.feat_dim, self.num_negatives, self.temperature, self.momentum, self.mode)
         self.to(device)
 
     def contrast_loss(self, f_s: Tensor, f_t: Tensor, index: Tensor, contrast_idx: Tensor) -> Tensor:

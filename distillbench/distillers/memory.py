@@ -239,3 +239,11 @@ class ClassAwareSampler(nn.Module):
             u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
             positive = self.order[start + (u * count).long().minimum(count - 1)]
         return torch.cat([positive[:, None], negatives], dim=1)
+
+
+def build_contrast_memory(train_labels: Tensor, feat_dim: int, num_negatives: int, temperature: float,
+                          momentum: float, mode: str) -> tuple[ContrastMemory, ClassAwareSampler]:
+    """CRD's banks and class-aware sampler, built in the reference's order (banks, then the sampler's seed)
+    so that methods sharing them start from the same random state under one seed."""
+    memory = ContrastMemory(len(train_labels), feat_dim, temperature, momentum)
+    return memory, ClassAwareSampler(train_labels, num_negatives, mode)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillbench.distillers.base import Batch, Distiller, as_float32
-from distillbench.distillers.memory import SAMPLING_MODES, ClassAwareSampler, ContrastMemory
+from distillbench.distillers.memory import SAMPLING_MODES, build_contrast_memory
 from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput
 
@@ -190,8 +190,8 @@ class RRDMomentum(_RelationalHeads):
     def setup(self, student: ModelOutput, teacher: ModelOutput, train_labels: Tensor) -> None:
         device = student.pooled.device
         self._build_heads(student, teacher)
-        self.memory = ContrastMemory(len(train_labels), self.feat_dim, self.temperature, self.momentum)
-        self.sampler = ClassAwareSampler(train_labels, self.num_negatives, self.mode)
+        self.memory, self.sampler = build_contrast_memory(
+            train_labels, self.feat_dim, self.num_negatives, self.temperature, self.momentum, self.mode)
         self.to(device)
 
     def memory_loss(self, f_s: Tensor, f_t: Tensor, index: Tensor, contrast_idx: Tensor) -> Tensor:

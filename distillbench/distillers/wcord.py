@@ -57,7 +57,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from distillbench.distillers.base import Batch, Distiller, as_float32
 from distillbench.distillers.crd import Embed, nce_loss
-from distillbench.distillers.memory import SAMPLING_MODES, ClassAwareSampler, ContrastMemory
+from distillbench.distillers.memory import SAMPLING_MODES, build_contrast_memory
+from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput
 
 LIPSCHITZ = ("spectral", "gradient_penalty", "none")
@@ -163,9 +164,9 @@ class WCoRD(Distiller):
             ("solver", solver, SOLVERS),
         ):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}.")
         if epsilon <= 0 or iterations < 1 or inner_iterations < 1 or power_iterations < 1:
-            raise ValueError("epsilon must be positive and every iteration count at least 1.")
+            raise ConfigError("epsilon must be positive and every iteration count at least 1.")
         self.global_weight = global_weight
         self.local_weight = local_weight
         self.feat_dim = feat_dim
@@ -188,8 +189,8 @@ class WCoRD(Distiller):
         # CRD's construction order, so that under one seed the heads, banks and sampler equal CRD's.
         self.embed_s = Embed(student.pooled.flatten(1).shape[1], self.feat_dim)
         self.embed_t = Embed(teacher.pooled.flatten(1).shape[1], self.feat_dim)
-        self.memory = ContrastMemory(len(train_labels), self.feat_dim, self.temperature, self.momentum)
-        self.sampler = ClassAwareSampler(train_labels, self.num_negatives, self.mode)
+        self.memory, self.sampler = build_contrast_memory(
+            train_labels, self.feat_dim, self.num_negatives, self.temperature, self.momentum, self.mode)
         if self.lipschitz == "spectral":
             for head in (self.embed_s, self.embed_t):
                 spectral_norm(head.linear, n_power_iterations=self.power_iterations)
