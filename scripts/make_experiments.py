@@ -3,7 +3,8 @@
 Each experiment composes a pair config (teacher and student) with a distiller config, adds the
 recipe of the paper whose number it should reach, and names that number. The set of cells is
 every (method, pair) with a published number in results/paper/published.yaml, plus the methods
-whose papers released per-pair recipes without CIFAR numbers we could source (CRCD, CKD).
+whose papers released per-pair recipes without CIFAR numbers we could source (CRCD, CKD). The rows of the
+linear-probe transfer tables (CIFAR-100 -> STL-10 / Tiny-ImageNet) get transfer_<method>_<dataset> files.
 
     python scripts/make_experiments.py          # (re)write the files
     python scripts/make_experiments.py --check  # fail if a file differs from what would be written
@@ -203,6 +204,55 @@ def imagenet_experiment_file(method: str, pair: str, published: dict | None) -> 
     return "\n".join(lines) + "\n\n" + dump(body)
 
 
+# Transfer tables (linear probe of a frozen CIFAR-100 network, configs/probe/linear.yaml): the published dataset
+# key -> the dataset config; every row is wrn_40_2 -> wrn_16_2, frozen after the CIFAR-100 run named here.
+TRANSFER_DATASETS = {"cifar100_to_stl10": "stl10", "cifar100_to_tinyimagenet": "tiny_imagenet"}
+TRANSFER_PAIR = "wrn40_2_16_2"
+
+
+def transfer_source(method: str) -> str:
+    """The CIFAR-100 experiment whose model.pth the probe freezes."""
+    teacher, student = PAIRS[TRANSFER_PAIR]
+    if method == "vanilla_teacher":
+        return f"teacher_{teacher}"
+    if method == "vanilla_student":
+        return f"vanilla_{student}"
+    return f"{method}_{TRANSFER_PAIR}"
+
+
+def transfer_published() -> dict[tuple[str, str], dict]:
+    """(method, dataset key) -> the published linear-probe number."""
+    data = yaml.safe_load(PUBLISHED.read_text())
+    found = {}
+    for e in data["entries"]:
+        if e["dataset"] in TRANSFER_DATASETS and (e["teacher"], e["student"]) == PAIRS[TRANSFER_PAIR]:
+            found[(e["method"], e["dataset"])] = {"acc1": e["top1"], "paper": e["paper"],
+                                                  "metric": data["papers"][e["paper"]]["metric"],
+                                                  "provenance": e["provenance"], "source": e["source"]}
+    return found
+
+
+def transfer_file(method: str, table: str, published: dict) -> str:
+    teacher, student = PAIRS[TRANSFER_PAIR]
+    dataset, source = TRANSFER_DATASETS[table], transfer_source(method)
+    frozen = (f"the CIFAR-100 teacher {teacher}" if method == "vanilla_teacher" else
+              f"the CIFAR-100 {student} trained alone" if method == "vanilla_student" else
+              f"the CIFAR-100 {student} distilled by {TITLES[method]} from {teacher}")
+    freezes = (f"teacher.checkpoint, the teacher the students were distilled from (or the model.pth of {source})"
+               if method == "vanilla_teacher" else f"the model.pth of experiment {source}: run that first")
+    lines = ["# @package _global_", f"# Linear probe on {dataset} of {frozen}. {MARK}",
+             f"# Freezes {freezes}. The recipe is in configs/probe/linear.yaml.",
+             f"defaults:\n  - /pair: {TRANSFER_PAIR}\n  - /probe: linear\n  - override /distiller: none"
+             f"\n  - override /dataset: {dataset}"]
+    probe = {"source_experiment": source, "method": method, "table": table}
+    body: dict = {"name": f"transfer_{method}_{dataset}", "probe": probe}
+    if method == "vanilla_teacher":  # the teacher the students were distilled from, with its own lr
+        probe.update(arch="${teacher.arch}", checkpoint="${teacher.checkpoint}")
+        body["optim"] = {"lr": "${teacher.lr}"}
+    body["published"] = published
+    return "\n".join(lines) + "\n\n" + dump(body)
+
+
 def wanted_files() -> dict[Path, str]:
     files = {CONFIGS / "pair" / f"{pair}.yaml": pair_file(pair) for pair in PAIRS}
     cells = published_cells()
@@ -220,6 +270,12 @@ def wanted_files() -> dict[Path, str]:
     vanilla = vanilla_published()
     for student in sorted({s for _, s in PAIRS.values()}):
         files[CONFIGS / "experiment" / f"vanilla_{student}.yaml"] = vanilla_file(student, vanilla.get(student))
+    for (method, table), published in sorted(transfer_published().items()):
+        source = CONFIGS / "experiment" / f"{transfer_source(method)}.yaml"
+        if source not in files and not source.exists():
+            raise SystemExit(f"transfer_{method}: its CIFAR-100 experiment {source.name} does not exist")
+        path = CONFIGS / "experiment" / f"transfer_{method}_{TRANSFER_DATASETS[table]}.yaml"
+        files[path] = transfer_file(method, table, published)
     return files
 
 

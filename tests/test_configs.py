@@ -37,7 +37,8 @@ def test_every_experiment_composes_and_builds_its_models_on_the_cpu(tmp_path):
             cfg.run_dir = str(tmp_path)
             resolved = OmegaConf.to_container(cfg, resolve=True)
             assert resolved["name"] == experiment, experiment
-            for arch in (resolved["teacher"]["arch"], resolved["student"]["arch"]):
+            probed = [resolved["probe"]["arch"]] if resolved["role"] == "probe" else []  # linear-probe transfer
+            for arch in (resolved["teacher"]["arch"], resolved["student"]["arch"], *probed):
                 if arch not in built:
                     model = create_model(arch, num_classes=resolved["dataset"]["num_classes"])
                     built[arch] = sum(p.numel() for p in model.parameters())

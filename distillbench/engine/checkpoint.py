@@ -126,8 +126,12 @@ def extract_state_dict(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
     return state
 
 
-def load_model_weights(model: nn.Module, path: Path, arch: str) -> None:
-    """Load a teacher checkpoint into ``model``, saying exactly which keys or shapes differ."""
+def load_model_weights(model: nn.Module, path: Path, arch: str,
+                       fields: str = "teacher.arch and dataset.num_classes") -> None:
+    """Load a checkpoint into ``model``, saying exactly which keys or shapes differ.
+
+    ``fields`` names the config values that chose the architecture, for the error message.
+    """
     state = extract_state_dict(load_file(path))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -148,7 +152,7 @@ def load_model_weights(model: nn.Module, path: Path, arch: str) -> None:
         raise CheckpointError(
             f"Checkpoint '{path}' does not fit architecture '{arch}' with {_num_classes(expected)} classes: "
             + ". ".join(parts)
-            + ". Check that teacher.arch and dataset.num_classes match the checkpoint."
+            + f". Check that {fields} match the checkpoint."
         )
     model.load_state_dict(state)
 

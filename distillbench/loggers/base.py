@@ -11,7 +11,7 @@ class RunInfo:
     """Who a run is: enough for every logger to name, group and tag it."""
 
     name: str
-    job_type: str  # "teacher" or "student"
+    job_type: str  # "teacher", "student" or "probe" (a linear probe on a frozen network)
     run_dir: str
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
