@@ -1,0 +1,485 @@
+"""ImageNet batches decoded and augmented on the training device, from JPEG bytes read by workers.
+
+The reference path (``loaders.make_loaders`` over ``ImageFileDataset``) decodes, crops and resizes
+each image with PIL in a worker process; at 8-11k images/s that takes far more CPU cores than a
+GPU machine has. Here the workers only read each file's bytes, parse its JPEG header and draw its
+crop, and the main process decodes the whole batch with ``torchvision.io.decode_jpeg(list,
+device=...)`` (batched nvJPEG on CUDA, libjpeg-turbo on CPU, same code) and crops, resizes and
+normalises on that device.
+
+What it reproduces of the reference path:
+
+* the order: the training loader serves ``EpochShuffleSampler``'s permutation for ``(seed,
+  epoch)``, the test loader the dataset's order, ``set_epoch(epoch, skip)`` resumes mid-epoch;
+* the augmentation draws: each sample's ``RandomResizedCrop`` box and flip come from a generator
+  seeded with the seed ``EpochSeededDataset`` gives torch's RNG for that (seed, epoch, sample),
+  drawn as ``RandomResizedCrop.get_params`` and ``RandomHorizontalFlip`` draw them, so both paths
+  cut the same box out of the same image;
+* the pixels, up to a few LSBs: nvJPEG's IDCT differs from libjpeg-turbo's, and the antialiased
+  bilinear resize of a tensor is torch's, not PIL's. ``tests/data/test_jpeg_device.py`` pins the
+  difference.
+
+Files nvJPEG cannot take (not a JPEG, CMYK/YCCK, 12-bit, arithmetic-coded or lossless: ImageNet
+has a PNG and a few CMYK files named ``.JPEG``) are decoded with PIL in the worker instead, as
+``default_loader`` decodes them; a file whose batched decode fails is retried alone, then with PIL.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from distillbench.data.imagenet import ImageFileDataset
+from distillbench.data.sampling import EpochShuffleSampler
+from distillbench.engine.seeding import epoch_seed
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[Tensor, Tensor, Tensor]
+
+# Frame headers nvJPEG decodes: baseline, extended sequential and progressive, all Huffman-coded.
+_NVJPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2})
+# 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) lie in the SOF range but are not frame headers.
+_NOT_FRAMES = frozenset({0xC4, 0xC8, 0xCC})
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed ``EpochSeededDataset`` gives torch's RNG before sample ``index``'s transform."""
+    return epoch_seed(seed, epoch) ^ (index * 2_654_435_761 % 2**61)
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    """What the first frame header of a JPEG says, and whether nvJPEG's RGB output is right for it."""
+
+    frame: int
+    precision: int
+    height: int
+    width: int
+    components: int
+    adobe_transform: int | None
+
+    @property
+    def nvjpeg_ok(self) -> bool:
+        # Three components without YCbCr (Adobe transform 0) are stored RGB, which only libjpeg
+        # undoes; four are CMYK/YCCK, which PIL converts differently from any JPEG decoder.
+        ycbcr = self.components == 1 or (self.components == 3 and self.adobe_transform != 0)
+        return self.frame in _NVJPEG_FRAMES and self.precision == 8 and self.height > 0 and self.width > 0 and ycbcr
+
+
+def read_jpeg_header(data: bytes | bytearray) -> JpegHeader | None:
+    """The frame header of ``data``, or None when it is not a JPEG (a PNG named .JPEG, say).
+
+    Walks the marker segments up to the first SOF, which costs microseconds and no decoding.
+    """
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    pos, adobe_transform = 2, None
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            # Stray bytes between segments: libjpeg skips them with a warning, so do we.
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                return None
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        length = data[pos + 2] << 8 | data[pos + 3]
+        if 0xC0 <= marker <= 0xCF and marker not in _NOT_FRAMES:
+            if pos + 10 > n:
+                return None
+            return JpegHeader(
+                frame=marker,
+                precision=data[pos + 4],
+                height=data[pos + 5] << 8 | data[pos + 6],
+                width=data[pos + 7] << 8 | data[pos + 8],
+                components=data[pos + 9],
+                adobe_transform=adobe_transform,
+            )
+        if marker == 0xEE and length >= 12 and data[pos + 4:pos + 9] == b"Adobe":  # APP14
+            adobe_transform = data[pos + 15] if pos + 15 < n else None
+        pos += 2 + length
+    return None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The part of a torchvision ImageNet pipeline this loader reproduces.
+
+    Training: ``RandomResizedCrop(size, scale, ratio)`` (``scale`` and ``ratio`` set), then a
+    horizontal flip with probability ``flip_p``. Test: ``Resize(resize, max_size)`` then
+    ``CenterCrop(size)`` (``resize`` set). Both end in ToTensor and Normalize(mean, std).
+    """
+
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: tuple[float, float] | None = None
+    ratio: tuple[float, float] | None = None
+    flip_p: float = 0.0
+    resize: tuple[int, ...] | None = None
+    max_size: int | None = None
+
+    @property
+    def random(self) -> bool:
+        return self.scale is not None
+
+
+def recipe_of(transform: object) -> Recipe:
+    """Read ``Compose([RandomResizedCrop, RandomHorizontalFlip?, ToTensor, Normalize])`` or
+    ``Compose([Resize, CenterCrop, ToTensor, Normalize])``, bilinear.
+
+    Anything else raises ``ValueError``: a step the loader silently skipped would make the fast
+    path train or score on different data than the reference path.
+    """
+    steps = list(transform.transforms) if isinstance(transform, T.Compose) else []
+    kinds = [type(step) for step in steps]
+    head, tail = kinds[:-2], kinds[-2:]
+    if tail != [T.ToTensor, T.Normalize] or head not in (
+        [T.RandomResizedCrop], [T.RandomResizedCrop, T.RandomHorizontalFlip], [T.Resize, T.CenterCrop]
+    ):
+        raise ValueError(
+            "The JPEG device loader reproduces only RandomResizedCrop -> RandomHorizontalFlip? -> ToTensor -> "
+            f"Normalize (training) or Resize -> CenterCrop -> ToTensor -> Normalize (test); got {transform}. "
+            "Use dataset.loader=torch for this transform."
+        )
+    if steps[0].interpolation != InterpolationMode.BILINEAR:
+        raise ValueError(f"The JPEG device loader resizes bilinearly only, got {steps[0]}.")
+    normalize = steps[-1]
+    common = {
+        "mean": tuple(float(m) for m in normalize.mean),
+        "std": tuple(float(s) for s in normalize.std),
+    }
+    if head[0] is T.RandomResizedCrop:
+        crop = steps[0]
+        return Recipe(
+            size=(int(crop.size[0]), int(crop.size[1])),
+            scale=(float(crop.scale[0]), float(crop.scale[1])),
+            ratio=(float(crop.ratio[0]), float(crop.ratio[1])),
+            flip_p=float(steps[1].p) if len(head) == 2 else 0.0,
+            **common,
+        )
+    resize, center = steps[0], steps[1]
+    size = resize.size
+    return Recipe(
+        size=(int(center.size[0]), int(center.size[1])),
+        resize=(int(size),) if isinstance(size, int) else tuple(int(s) for s in size),
+        max_size=resize.max_size,
+        **common,
+    )
+
+
+def random_resized_crop_params(
+    height: int, width: int, scale: Sequence[float], ratio: Sequence[float], generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """``RandomResizedCrop.get_params``'s (top, left, h, w), drawn from ``generator``.
+
+    The same draws, in the same order and float32 arithmetic, so the result equals
+    ``get_params`` run on torch's global RNG in the state ``generator`` is in.
+    """
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
+            return top, left, h, w
+    # As get_params: the central crop of the whole image, clamped to the ratio range.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def train_crop(recipe: Recipe, seed: int, epoch: int, index: int, height: int, width: int) -> tuple[int, ...]:
+    """(top, left, h, w, flip) of sample ``index`` in ``epoch``: the reference path's draws for it."""
+    assert recipe.scale is not None and recipe.ratio is not None
+    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, index))
+    box = random_resized_crop_params(height, width, recipe.scale, recipe.ratio, generator)
+    flip = recipe.flip_p > 0 and bool(torch.rand(1, generator=generator).item() < recipe.flip_p)
+    return (*box, int(flip))
+
+
+def pil_decode(data: bytes | bytearray) -> Tensor:
+    """CHW uint8 RGB pixels as ``default_loader`` + ``convert('RGB')`` decodes them."""
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.array(image.convert("RGB"))
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+class EncodedImage(NamedTuple):
+    """One sample as a worker serves it.
+
+    ``data`` is the file's bytes (1-D uint8) when nvJPEG can decode it, else the PIL-decoded
+    CHW uint8 pixels; ``size`` is the (height, width) the header or PIL gave; ``crop`` is (top,
+    left, h, w, flip) for the training recipe, None for test.
+    """
+
+    data: Tensor
+    label: int
+    index: int
+    size: tuple[int, int]
+    crop: tuple[int, ...] | None
+
+
+class EncodedBatch(NamedTuple):
+    """A batch of ``EncodedImage`` packed into a few tensors.
+
+    One tensor of all the JPEG bytes back to back (``offsets[k]:offsets[k + 1]`` is sample k's;
+    empty for a PIL-decoded sample) crosses from a worker to the main process as one
+    shared-memory segment. A list of 512 small tensors costs one file descriptor each: receiving
+    it took the main process 690 ms against 1.5 ms packed (2-core CPU box, 110 kB per file).
+    """
+
+    data: Tensor
+    offsets: list[int]
+    decoded: dict[int, Tensor]
+    sizes: list[tuple[int, int]]
+    labels: Tensor
+    index: Tensor
+    crops: Tensor | None
+
+
+def pack(samples: list[EncodedImage]) -> EncodedBatch:
+    """The DataLoader's collate_fn: runs in the worker."""
+    streams = [s.data if s.data.dim() == 1 else s.data.new_empty(0) for s in samples]
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in streams])]).tolist()
+    crops = None if samples[0].crop is None else torch.tensor([s.crop for s in samples], dtype=torch.int64)
+    return EncodedBatch(
+        data=torch.cat(streams),
+        offsets=offsets,
+        decoded={k: s.data for k, s in enumerate(samples) if s.data.dim() == 3},
+        sizes=[s.size for s in samples],
+        labels=torch.tensor([s.label for s in samples], dtype=torch.int64),
+        index=torch.tensor([s.index for s in samples], dtype=torch.int64),
+        crops=crops,
+    )
+
+
+class JpegBytesDataset(Dataset):
+    """Serves each image file's bytes, label, index and (for training) the crop to cut from it.
+
+    Reading and header parsing are all a worker does; the crop needs the image size, which the
+    header gives, and drawing it here keeps that per-sample Python off the main process.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str, int]], recipe: Recipe, seed: int = 0) -> None:
+        self.samples = samples
+        self.recipe = recipe
+        self.seed = seed
+        self.epoch = 1
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> EncodedImage:
+        path, label = self.samples[index]
+        with open(path, "rb") as file:
+            raw = file.read()
+        header = read_jpeg_header(raw)
+        if header is not None and header.nvjpeg_ok:
+            data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+            height, width = header.height, header.width
+        else:
+            log.debug("%s is not a JPEG nvJPEG decodes; decoding it with PIL", path)
+            data = pil_decode(raw)
+            height, width = data.shape[1:]
+        crop = train_crop(self.recipe, self.seed, self.epoch, index, height, width) if self.recipe.random else None
+        return EncodedImage(data, label, index, (height, width), crop)
+
+
+class JpegDeviceLoader:
+    """Serves ``(images, labels, index)`` batches of an image-folder dataset, built on ``device``.
+
+    Images are float32 NCHW (channels_last strides if asked), labels and indices int64, all on
+    ``device``. Like the reference training loader it is told the epoch, and how many samples of
+    it were already consumed when a run resumes mid-epoch, by ``set_epoch(epoch, skip)``.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageFileDataset,
+        batch_size: int,
+        device: torch.device | str,
+        recipe: Recipe,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.recipe = recipe
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+        self.channels_last = channels_last
+        self.epoch = 1
+        self.skip = 0
+        self.encoded = JpegBytesDataset(dataset.samples, recipe, seed)
+        # Device tensors, as Normalize builds them; 255 too (see device_loader: CUDA divides by a
+        # host scalar through its reciprocal).
+        self.scale = torch.tensor(255.0, dtype=torch.float32).to(self.device)
+        self.mean = torch.tensor(recipe.mean, dtype=torch.float32).view(-1, 1, 1).to(self.device)
+        self.std = torch.tensor(recipe.std, dtype=torch.float32).view(-1, 1, 1).to(self.device)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Serve epoch ``epoch`` from its ``skip``-th sample on (a run resumed mid-epoch)."""
+        if not 0 <= skip <= len(self.dataset):
+            raise ValueError(f"skip must lie in [0, {len(self.dataset)}], got {skip}")
+        self.epoch = epoch
+        self.skip = skip
+
+    def __len__(self) -> int:
+        remaining = len(self.dataset) - self.skip
+        return remaining // self.batch_size if self.drop_last else -(-remaining // self.batch_size)
+
+    def order(self) -> list[int]:
+        """The samples of the current epoch in serving order, independent of ``skip``."""
+        if not self.shuffle:
+            return list(range(len(self.dataset)))
+        sampler = EpochShuffleSampler(len(self.dataset), self.seed)
+        sampler.set_epoch(self.epoch)
+        return sampler.permutation().tolist()
+
+    def __iter__(self) -> Iterator[Batch]:
+        # Workers are forked per epoch and take the dataset, epoch included, with them.
+        self.encoded.epoch = self.epoch
+        workers = DataLoader(
+            self.encoded, batch_size=self.batch_size, sampler=self.order()[self.skip:], drop_last=self.drop_last,
+            num_workers=self.num_workers, collate_fn=pack,
+        )
+        for batch in workers:
+            yield self.make_batch(batch)
+
+    def decode(self, batch: EncodedBatch) -> list[Tensor]:
+        """Each sample's CHW uint8 RGB pixels on the device: one batched decode of the JPEGs."""
+        images: list[Tensor | None] = [None] * len(batch.index)
+        for k, pixels in batch.decoded.items():
+            images[k] = pixels.to(self.device, non_blocking=True)
+        todo = [k for k, image in enumerate(images) if image is None]
+        streams = [batch.data[batch.offsets[k]:batch.offsets[k + 1]] for k in todo]
+        if streams:
+            try:
+                decoded = _decode_jpegs(streams, self.device)
+            except RuntimeError:
+                indices = batch.index[todo].tolist()
+                decoded = [self._decode_alone(s, i) for s, i in zip(streams, indices, strict=True)]
+            for k, image in zip(todo, decoded, strict=True):
+                images[k] = image
+        return images  # type: ignore[return-value]
+
+    def _decode_alone(self, stream: Tensor, index: int) -> Tensor:
+        """One file whose batch failed to decode: by itself, else with PIL, as the reference path would."""
+        try:
+            return _decode_jpegs([stream], self.device)[0]
+        except RuntimeError as exc:
+            path = self.dataset.samples[index][0]
+            log.warning("decode_jpeg failed on %s (%s); decoding it with PIL", path, exc)
+            return pil_decode(stream.numpy().tobytes()).to(self.device, non_blocking=True)
+
+    def make_batch(self, batch: EncodedBatch) -> Batch:
+        """Decode, then per sample crop and resize to uint8, then flip and normalise the whole batch."""
+        images = self.decode(batch)
+        recipe, size = self.recipe, list(self.recipe.size)
+        flip = None
+        if batch.crops is not None:
+            crops = batch.crops.tolist()
+            resized = []
+            for k, image in enumerate(images):
+                height, width = image.shape[1:]
+                if (height, width) != batch.sizes[k]:
+                    # The header lied about the size: draw for the decoded one, as the reference path does.
+                    crops[k] = train_crop(recipe, self.seed, self.epoch, int(batch.index[k]), height, width)
+                top, left, h, w, _ = crops[k]
+                resized.append(TF.resize(image[:, top:top + h, left:left + w], size, antialias=True))
+            pixels = torch.stack(resized)
+            if recipe.flip_p > 0:
+                flip = torch.tensor([c[4] for c in crops], dtype=torch.bool).to(self.device, non_blocking=True)
+        else:
+            assert recipe.resize is not None
+            pixels = torch.stack([
+                TF.center_crop(TF.resize(image, list(recipe.resize), max_size=recipe.max_size, antialias=True), size)
+                for image in images
+            ])
+        if flip is not None:
+            pixels = torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        output = pixels.float().div_(self.scale).sub_(self.mean).div_(self.std)
+        labels = batch.labels.to(self.device, non_blocking=True)
+        return output, labels, batch.index.to(self.device, non_blocking=True)
+
+
+def _decode_jpegs(streams: list[Tensor], device: torch.device) -> list[Tensor]:
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; 0.26 on the GPU machine does not.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(streams, mode=ImageReadMode.RGB, device=device)
+
+
+def make_jpeg_device_loaders(
+    train_set: ImageFileDataset,
+    test_set: ImageFileDataset,
+    batch_size: int,
+    test_batch_size: int,
+    num_workers: int = 0,
+    test_num_workers: int | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    channels_last: bool = False,
+) -> tuple[JpegDeviceLoader, JpegDeviceLoader]:
+    """Counterparts of ``make_loaders``' loaders that decode and augment on ``device``.
+
+    Each loader follows its dataset's transform (sizes, scale, ratio, mean and std), which must be
+    the ImageNet recipe's shape: see ``recipe_of``. The test transform must not be random.
+    """
+    test_recipe = recipe_of(test_set.transform)
+    if test_recipe.random:
+        raise ValueError(f"The test transform must be deterministic, got {test_set.transform}.")
+    train_loader = JpegDeviceLoader(
+        train_set, batch_size, device, recipe_of(train_set.transform), shuffle=True, seed=seed,
+        num_workers=num_workers, channels_last=channels_last,
+    )
+    test_loader = JpegDeviceLoader(
+        test_set, test_batch_size, device, test_recipe, shuffle=False, seed=seed,
+        num_workers=num_workers if test_num_workers is None else test_num_workers, channels_last=channels_last,
+    )
+    return train_loader, test_loader
