@@ -7,7 +7,9 @@ this module imports Hydra.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,15 +23,20 @@ from omegaconf import DictConfig, OmegaConf
 from distillbench.data.device_loader import make_device_loaders
 from distillbench.data.errors import DatasetCorruptError, DatasetNotFoundError
 from distillbench.data.holdout import holdout_split
+from distillbench.data.jpeg_device import make_jpeg_device_loaders
 from distillbench.data.loaders import make_loaders
+from distillbench.engine import distributed
 from distillbench.engine.checkpoint import CHECKPOINT_NAMES, CheckpointError, load_model_weights
+from distillbench.engine.distributed import DistContext, check_batch_divides, init_distributed
 from distillbench.engine.preemption import Preempted
 from distillbench.engine.seeding import seed_everything
+from distillbench.engine.speed import SpeedOptions, use_fused_optimizer
 from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Trainer
 from distillbench.errors import ConfigError, RunDirError
 from distillbench.loggers import ConsoleLogger, FileLogger, LoggerGroup, RunInfo, WandbLogger
 from distillbench.loggers.files import INIT_METRICS_FILE, METRICS_FILE, SUMMARY_FILE
 from distillbench.models import create_model
+from distillbench.models.linear_probe import build_linear_probe
 
 log = logging.getLogger("distillbench")
 
@@ -39,10 +46,13 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 USER_ERRORS = (ConfigError, RunDirError, DatasetNotFoundError, DatasetCorruptError, CheckpointError, DivergenceError)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: a CUDA GPU when there is one (the rank's own on several ranks), else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu or auto.")
     return device
@@ -90,6 +100,105 @@ def build_teacher(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
     return teacher
 
 
+def build_probe(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
+    """``role: probe``: the frozen CIFAR network of ``cfg.probe`` with a fresh ``num_classes``-way linear head."""
+    probe = cfg.get("probe")
+    if probe is None:
+        raise ConfigError("role=probe needs a probe section: use a transfer_* experiment, or add +probe=linear.")
+    path = Path(probe.checkpoint)
+    if not path.is_file():
+        raise ConfigError(
+            f"The checkpoint of the network to probe, '{path}', does not exist. A linear probe trains a classifier "
+            f"on a network already trained on {probe.source_dataset}: train it first with `python -m distillbench "
+            f"experiment={probe.source_experiment} seed={cfg.seed}`, whose run directory "
+            f"({cfg.paths.runs}/{probe.source_experiment}/seed{cfg.seed}) then holds model.pth, and point "
+            "probe.checkpoint=/path/to/model.pth at it if that is not the path above. Any {'model': state_dict} "
+            f"file of a {probe.arch} with {probe.source_num_classes} classes loads (distillbench's model.pth, "
+            "RepDistiller's checkpoints)."
+        )
+    return build_linear_probe(probe.arch, path, num_classes, source_num_classes=probe.source_num_classes,
+                              input_size=cfg.dataset.get("size", 32), init_std=probe.init_std,
+                              freeze_bn=probe.freeze_bn)
+
+
+def build_loaders(cfg: DictConfig, train_set, test_set, device: torch.device, channels_last: bool,
+                  ctx: DistContext | None = None) -> tuple:
+    """``dataset.loader``: torch (DataLoader + PIL, the reference), device (in-memory sets held on the device),
+    jpeg_device (image folders decoded and augmented on the device), or auto (device for in-memory sets on a GPU)."""
+    ctx = ctx or DistContext()
+    kind = cfg.dataset.loader
+    if kind == "auto":
+        kind = "device" if device.type == "cuda" and hasattr(train_set, "data") else "torch"
+    # dataset.batch_size is the global batch; each rank loads its share.
+    batch = per_rank_batch(cfg.dataset.batch_size, len(train_set), ctx.world_size)
+    test_batch = max(1, cfg.dataset.test_batch_size // ctx.world_size)
+    shards = {"rank": ctx.rank, "world_size": ctx.world_size}
+    if kind == "device":
+        device_test_batch = cfg.dataset.get("device_test_batch_size") or cfg.dataset.test_batch_size
+        return make_device_loaders(train_set, test_set, batch, max(1, device_test_batch // ctx.world_size), device,
+                                   seed=cfg.seed, channels_last=channels_last, **shards)
+    if kind == "torch":
+        return make_loaders(train_set, test_set, batch, test_batch, cfg.dataset.num_workers,
+                            cfg.dataset.test_num_workers, device, seed=cfg.seed, **shards)
+    if kind == "jpeg_device":
+        if ctx.enabled:
+            raise ConfigError("dataset.loader=jpeg_device runs on one process for now; use dataset.loader=torch "
+                              "with several ranks.")
+        return make_jpeg_device_loaders(train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size,
+                                        cfg.dataset.num_workers, cfg.dataset.test_num_workers, device,
+                                        seed=cfg.seed, channels_last=channels_last)
+    raise ConfigError(f"dataset.loader must be 'torch', 'device', 'jpeg_device' or 'auto', got '{kind}'.")
+
+
+def per_rank_batch(global_batch: int, dataset_size: int, world_size: int) -> int:
+    if world_size == 1:
+        return global_batch
+    if global_batch % world_size:
+        raise ConfigError(
+            f"dataset.batch_size={global_batch} is the global batch and must split evenly over {world_size} ranks; "
+            f"choose a multiple of {world_size}; trainer.distributed.lr_scaling says how the lr follows the batch."
+        )
+    check_batch_divides(dataset_size, global_batch, world_size)
+    return global_batch // world_size
+
+
+def teacher_cache_dir(cfg: DictConfig, distiller, train_loader, device: torch.device) -> Path | None:
+    """Where the teacher-output cache lives, or None when the run computes the teacher live."""
+    setting = cfg.trainer.teacher_cache
+    if setting is False or distiller is None:
+        return None
+    usable = (distiller.teacher_cacheable and not distiller.teacher_train_mode and not distiller.teacher_grad
+              and hasattr(train_loader, "num_views"))
+    if setting == "auto":
+        return Path(cfg.paths.cache) if usable and device.type == "cuda" else None
+    if setting is not True:
+        raise ConfigError(f"trainer.teacher_cache must be true, false or auto, got '{setting}'.")
+    if not usable:
+        raise ConfigError(
+            f"trainer.teacher_cache=true, but {cfg.distiller.name} with dataset.loader={cfg.dataset.loader} cannot "
+            "use it: the cache holds only the teacher's logits and pooled embedding of a frozen eval-mode teacher, "
+            "and needs dataset.loader=device to know each sample's crop-and-flip view. Use trainer.teacher_cache="
+            "auto or false for this method, or dataset.loader=device."
+        )
+    return Path(cfg.paths.cache)
+
+
+def build_optimizer_factory(cfg: DictConfig, device: torch.device):
+    """``cfg.optim`` as a factory of parameters: torch's fused kernel when ``trainer.fused_optimizer`` says so, and
+    the lr rule of ``trainer.distributed.lr_scaling`` (none: the config's lr; linear: times batch / reference)."""
+    rule, reference = cfg.trainer.distributed.lr_scaling, cfg.trainer.distributed.reference_batch_size
+    extra = {}
+    if rule == "linear":
+        extra["lr"] = cfg.optim.lr * cfg.dataset.batch_size / reference
+    elif rule != "none":
+        raise ConfigError(f"trainer.distributed.lr_scaling must be 'none' or 'linear', got '{rule}'.")
+    fused = use_fused_optimizer(cfg.trainer.fused_optimizer, device)
+    if fused is not None:
+        extra["fused"] = fused
+    factory = instantiate(cfg.optim)
+    return functools.partial(factory, **extra) if extra else factory
+
+
 def build_loggers(cfg: DictConfig) -> LoggerGroup:
     loggers = []
     if cfg.logger.console:
@@ -104,23 +213,38 @@ def build_loggers(cfg: DictConfig) -> LoggerGroup:
 def run_job(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one model as ``cfg`` says, in ``run_dir``; return its summary."""
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, cfg.resume, cfg.overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # A job SLURM requeued (after a preemption or a time limit) continues its run.
+    resume = bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0
+    ctx = init_distributed(resolve_device(cfg.trainer.device).type, cfg.trainer.distributed.backend)
+    if not ctx.is_main:  # rank 0 speaks for the run
+        logging.getLogger("distillbench").setLevel(logging.WARNING)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("jobs", None)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    if ctx.is_main:  # one run directory for all ranks, written by rank 0
+        prepare_run_dir(run_dir, resume, cfg.overwrite)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    distributed.barrier()
 
-    device = resolve_device(cfg.trainer.device)
+    device = resolve_device(cfg.trainer.device, ctx.local_rank)
+    if cfg.trainer.distributed.sync_bn and ctx.enabled and device.type != "cuda":
+        raise ConfigError("trainer.distributed.sync_bn=true needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
+                          "set it to false for CPU processes.")
     torch.backends.cudnn.benchmark = bool(cfg.trainer.cudnn_benchmark)
     seed_everything(cfg.seed)
     num_classes = cfg.dataset.num_classes
     # Models and the teacher checkpoint first: a wrong name fails before any data is read. The trained
     # network is built first, so one seed gives it the same initial weights whatever the method.
-    if cfg.role not in ("student", "teacher"):
-        raise ConfigError(f"role must be 'student' or 'teacher', got '{cfg.role}'.")
-    trained = cfg.teacher if cfg.role == "teacher" else cfg.student
-    model = create_model(trained.arch, num_classes=num_classes)
+    if cfg.role not in ("student", "teacher", "probe"):
+        raise ConfigError(f"role must be 'student', 'teacher' or 'probe', got '{cfg.role}'.")
+    if cfg.role == "probe":  # a linear head on a frozen CIFAR network; no teacher, no distiller
+        model, trained = build_probe(cfg, num_classes), cfg.probe
+    else:
+        trained = cfg.teacher if cfg.role == "teacher" else cfg.student
+        model = create_model(trained.arch, num_classes=num_classes)
     teacher, distiller, ce_weight, job_type, method = None, None, 1.0, "teacher", "none"
+    if cfg.role == "probe":
+        job_type, method = "probe", cfg.probe.method
     if cfg.role == "student":
         job_type, method, ce_weight = "student", cfg.distiller.name, cfg.distiller.ce_weight
         if cfg.distiller.method is not None:
@@ -134,21 +258,17 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
         train_set, test_set = holdout_split(train_set, cfg.dataset.holdout.fraction, cfg.dataset.holdout.seed,
                                             eval_transform=test_set.transform)
         eval_split = "holdout"
-    if cfg.dataset.loader == "device":
-        train_loader, test_loader = make_device_loaders(
-            train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size, device, seed=cfg.seed)
-    elif cfg.dataset.loader == "torch":
-        train_loader, test_loader = make_loaders(
-            train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size,
-            cfg.dataset.num_workers, cfg.dataset.test_num_workers, device, seed=cfg.seed,
-        )
-    else:
-        raise ConfigError(f"dataset.loader must be 'torch' or 'device', got '{cfg.dataset.loader}'.")
+    speed = SpeedOptions.resolve(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.compile,
+                                 cfg.trainer.compile_backend)
+    train_loader, test_loader = build_loaders(cfg, train_set, test_set, device, speed.channels_last, ctx)
 
     tags = {"method": method, "arch": trained.arch, "dataset": cfg.dataset.name, "eval_split": eval_split}
     if teacher is not None:
         tags["teacher"] = cfg.teacher.arch
         tags["student"] = cfg.student.arch
+    if cfg.role == "probe":  # the transfer table's cell: its dataset key (cifar100_to_stl10), row and pair
+        tags.update(dataset=cfg.probe.table, probe_dataset=cfg.dataset.name, teacher=cfg.probe.teacher,
+                    student=cfg.probe.student)
     published = {"published_acc1": cfg.published.acc1} if cfg.get("published") else {}
     info = RunInfo(name=cfg.name, job_type=job_type, run_dir=str(run_dir), seed=cfg.seed, config=config, tags=tags,
                    summary_fields=published)
@@ -156,24 +276,27 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
         model=model,
         train_loader=train_loader,
         test_loader=test_loader,
-        make_optimizer=instantiate(cfg.optim),
+        make_optimizer=build_optimizer_factory(cfg, device),
         make_scheduler=instantiate(cfg.sched),
         epochs=cfg.trainer.epochs,
         run_dir=run_dir,
-        logger=build_loggers(cfg),
+        logger=build_loggers(cfg) if ctx.is_main else LoggerGroup([]),
         info=info,
         device=device,
         teacher=teacher,
         distiller=distiller,
         ce_weight=ce_weight,
         seed=cfg.seed,
-        resume=cfg.resume,
+        resume=resume,
         expected_teacher_acc1=cfg.teacher.expected_acc1 if teacher is not None else None,
         teacher_acc1_tolerance=cfg.trainer.teacher_acc1_tolerance,
         check_finite_every=cfg.trainer.check_finite_every,
         checkpoint_every_steps=cfg.trainer.checkpoint_every_steps,
         detect_anomaly=cfg.trainer.detect_anomaly,
         progress=cfg.trainer.progress,
+        speed=speed,
+        teacher_cache_dir=teacher_cache_dir(cfg, distiller, train_loader, device),
+        sync_bn=bool(cfg.trainer.distributed.sync_bn) and ctx.enabled,
     )
     return trainer.fit()
 
@@ -214,3 +337,5 @@ def main(cfg: DictConfig) -> float | None:
     except Preempted as err:
         log.warning("%s", err)
         sys.exit(128 + err.signum)  # as if killed by the signal, but with the work saved
+    finally:
+        distributed.shutdown()

@@ -32,7 +32,7 @@ from distillbench.data.instance import InstanceDataset
 from distillbench.data.sampling import EpochShuffleSampler
 from distillbench.engine.seeding import epoch_seed
 
-Batch = tuple[Tensor, Tensor, Tensor]
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,19 @@ class EpochPlan:
     left: Tensor | None = None
     flip: Tensor | None = None
 
+    @classmethod
+    def of_views(cls, index: Tensor, views: Tensor, spans: tuple[int, int]) -> EpochPlan:
+        """The plan that serves sample ``index[k]`` in view ``views[k]`` (see ``DeviceLoader.view_of``)."""
+        flip = views % 2 == 1
+        offset = views // 2
+        return cls(index, offset // (spans[1] + 1), offset % (spans[1] + 1), flip)
+
     def __getitem__(self, part: slice) -> EpochPlan:
         return EpochPlan(self.index[part], *(None if t is None else t[part] for t in (self.top, self.left, self.flip)))
 
 
 class DeviceLoader:
-    """Serves ``(images, labels, index)`` batches of ``dataset`` built on ``device``.
+    """Serves ``(images, labels, index, view)`` batches of ``dataset`` built on ``device``.
 
     Images are float32 NCHW (channels_last strides if asked), labels and indices int64, all on
     ``device``. Like the reference training loader it is told the epoch, and how many samples
@@ -128,6 +135,8 @@ class DeviceLoader:
         seed: int = 0,
         drop_last: bool = False,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -139,6 +148,8 @@ class DeviceLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.channels_last = channels_last
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 1
         self.skip = 0
         # torch.tensor copies, so read-only arrays (the digits cache) are fine.
@@ -164,9 +175,26 @@ class DeviceLoader:
         self.epoch = epoch
         self.skip = skip
 
+    @property
+    def num_views(self) -> int:
+        """How many distinct crop-and-flip views each image has: 9 x 9 x 2 = 162 for CIFAR's recipe."""
+        return (self.spans[0] + 1) * (self.spans[1] + 1) * 2
+
+    def view_of(self, plan: EpochPlan) -> Tensor:
+        """Each planned sample's view number, ``(top * (span_w + 1) + left) * 2 + flip``."""
+        zeros = torch.zeros_like(plan.index)
+        top = zeros if plan.top is None else plan.top
+        left = zeros if plan.left is None else plan.left
+        flip = zeros if plan.flip is None else plan.flip.long()
+        return (top * (self.spans[1] + 1) + left) * 2 + flip
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world_size
+
     def __len__(self) -> int:
-        remaining = len(self.dataset) - self.skip
-        return remaining // self.batch_size if self.drop_last else -(-remaining // self.batch_size)
+        remaining, step = len(self.dataset) - self.skip, self.global_batch_size
+        return remaining // step if self.drop_last else -(-remaining // step)
 
     def plan(self) -> EpochPlan:
         """The whole current epoch, independent of ``skip``.
@@ -196,9 +224,12 @@ class DeviceLoader:
         return EpochPlan(index, top, left, flip)
 
     def __iter__(self) -> Iterator[Batch]:
-        plan = self.plan()
-        for start in range(self.skip, self.skip + len(self) * self.batch_size, self.batch_size):
-            yield self.make_batch(plan[start:start + self.batch_size])
+        """Global batches of ``batch_size * world_size``; this rank serves its contiguous share of each."""
+        plan, step, n = self.plan(), self.global_batch_size, len(self.dataset)
+        for start in range(self.skip, self.skip + len(self) * step, step):
+            size = min(step, n - start)
+            yield self.make_batch(plan[start + self.rank * size // self.world_size:
+                                       start + (self.rank + 1) * size // self.world_size])
 
     def make_batch(self, plan: EpochPlan) -> Batch:
         """Gather, zero-pad, crop, flip, then ToTensor's and Normalize's float32 operations."""
@@ -213,7 +244,7 @@ class DeviceLoader:
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         images = pixels.float().div_(self.scale).sub_(self.mean).div_(self.std)
-        return images, self.labels[plan.index], plan.index
+        return images, self.labels[plan.index], plan.index, self.view_of(plan)
 
 
 def make_device_loaders(
@@ -224,6 +255,8 @@ def make_device_loaders(
     device: torch.device | str,
     seed: int = 0,
     channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[DeviceLoader, DeviceLoader]:
     """Device-resident counterparts of ``make_loaders``' training and test loaders.
 
@@ -233,8 +266,8 @@ def make_device_loaders(
     test_recipe = recipe_of(test.transform)
     if test_recipe.augments:
         raise ValueError(f"The test transform must be deterministic, got {test.transform}.")
+    shards = {"channels_last": channels_last, "rank": rank, "world_size": world_size}
     train_loader = DeviceLoader(train, batch_size, device, recipe_of(train.transform), shuffle=True, seed=seed,
-                                channels_last=channels_last)
-    test_loader = DeviceLoader(test, test_batch_size, device, test_recipe, shuffle=False, seed=seed,
-                               channels_last=channels_last)
+                                **shards)
+    test_loader = DeviceLoader(test, test_batch_size, device, test_recipe, shuffle=False, seed=seed, **shards)
     return train_loader, test_loader

@@ -19,11 +19,22 @@ from distillbench.engine.seeding import epoch_seed
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A fresh permutation per epoch, from ``(seed, epoch)``; ``skip`` resumes mid-epoch."""
+    """A fresh permutation per epoch, from ``(seed, epoch)``; ``skip`` resumes mid-epoch.
 
-    def __init__(self, num_samples: int, seed: int = 0):
+    On several ranks (``world_size > 1``) each global batch of ``batch_size * world_size``
+    consecutive positions is split into contiguous shares, rank r taking the r-th: the ranks
+    together serve the single-process run's batches. ``skip`` counts samples of the whole
+    epoch (all ranks). ``shuffle=False`` keeps dataset order (a sharded test set).
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0, *, rank: int = 0, world_size: int = 1,
+                 batch_size: int = 1, shuffle: bool = True):
         self.num_samples = num_samples
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.global_batch = batch_size * world_size
+        self.shuffle = shuffle
         self.epoch = 1
         self.skip = 0
 
@@ -32,14 +43,32 @@ class EpochShuffleSampler(Sampler[int]):
         self.skip = skip
 
     def permutation(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return torch.randperm(self.num_samples, generator=generator)
 
+    def positions(self) -> torch.Tensor:
+        """This rank's samples of the epoch, in order, after ``skip``."""
+        order = self.permutation()[self.skip:]
+        if self.world_size == 1:
+            return order
+        return torch.cat([rank_share(order[start:start + self.global_batch], self.rank, self.world_size)
+                          for start in range(0, len(order), self.global_batch)] or [order])
+
     def __iter__(self) -> Iterator[int]:
-        return iter(self.permutation()[self.skip:].tolist())
+        return iter(self.positions().tolist())
 
     def __len__(self) -> int:
-        return self.num_samples - self.skip
+        if self.world_size == 1:
+            return self.num_samples - self.skip
+        return len(self.positions())
+
+
+def rank_share(batch, rank: int, world_size: int):
+    """Rank ``rank``'s contiguous share of one global batch; shares differ by at most one sample."""
+    n = len(batch)
+    return batch[rank * n // world_size:(rank + 1) * n // world_size]
 
 
 class EpochSeededDataset(Dataset):

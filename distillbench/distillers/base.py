@@ -17,11 +17,16 @@ from distillbench.models.outputs import ModelOutput
 
 @dataclass
 class Batch:
-    """One training batch: images, labels and each sample's index in the training set."""
+    """One training batch: images, labels and each sample's index in the training set.
+
+    ``view`` numbers each sample's crop-and-flip view when the loader knows it (the device
+    loader); the teacher-output cache is indexed by (index, view).
+    """
 
     images: Tensor
     labels: Tensor
     index: Tensor
+    view: Tensor | None = None
 
 
 class Distiller(nn.Module):
@@ -38,12 +43,15 @@ class Distiller(nn.Module):
     * ``teacher_grad``: the teacher's forward is recorded by autograd, so the method can
       differentiate through it (CRCD's gradient element). The teacher is still never
       optimised; its parameter gradients are discarded after every step.
+    * ``teacher_cacheable``: the method reads only the teacher's logits and pooled embedding
+      (``feats[-1]``) of a frozen eval-mode teacher, so they can come from a precomputed cache.
     """
 
     preact: bool = False
     init_epochs: int = 0
     teacher_train_mode: bool = False
     teacher_grad: bool = False
+    teacher_cacheable: bool = False
 
     def setup(self, student: ModelOutput, teacher: ModelOutput, train_labels: Tensor) -> None:
         """Build extras from a dry forward of the real networks, before the optimiser exists.

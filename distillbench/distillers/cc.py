@@ -31,6 +31,8 @@ class CC(Distiller):
     teacher-side term although the teacher's features are detached.
     """
 
+    teacher_cacheable = True
+
     def __init__(self, weight: float = 0.02, feat_dim: int = 128):
         super().__init__()
         self.weight = weight

@@ -30,6 +30,8 @@ def ckd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float)
 class CKD(Distiller):
     """``weight * ckd_loss``; no KD term, the cross-entropy weight lives in the distiller config."""
 
+    teacher_cacheable = True
+
     def __init__(self, weight: float = 100.0, temperature: float = 1.0):
         super().__init__()
         self.weight = weight

@@ -21,6 +21,7 @@ class Combined(Distiller):
             raise ValueError("Combined distillers must agree on whether they read pre-activation features.")
         self.preact = preacts.pop()
         self.init_epochs = max(part.init_epochs for part in parts.values())
+        self.teacher_cacheable = all(part.teacher_cacheable for part in parts.values())
 
     def setup(self, student: ModelOutput, teacher: ModelOutput, train_labels: Tensor) -> None:
         for part in self.parts.values():

@@ -52,6 +52,8 @@ class CRD(Distiller):
     frozen); both heads are in the optimiser.
     """
 
+    teacher_cacheable = True
+
     def __init__(
         self,
         weight: float = 0.8,

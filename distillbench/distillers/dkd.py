@@ -62,6 +62,8 @@ class DKD(Distiller):
     The linear warm-up uses the 1-based epoch, so the first epoch already runs at ``1 / warmup``.
     """
 
+    teacher_cacheable = True
+
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup: int = 20):
         super().__init__()
         if warmup <= 0:

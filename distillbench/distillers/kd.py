@@ -23,6 +23,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
 class KD(Distiller):
     """``weight * kd_loss``; the cross-entropy weight lives beside it in the distiller config."""
 
+    teacher_cacheable = True
+
     def __init__(self, weight: float = 0.9, temperature: float = 4.0):
         super().__init__()
         self.weight = weight

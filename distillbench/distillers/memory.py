@@ -27,6 +27,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from distillbench.engine import distributed
 from distillbench.engine.seeding import epoch_seed
 from distillbench.errors import ConfigError
 
@@ -86,11 +87,18 @@ class MemoryBank(nn.Module):
     def normalize(self, exp_scores: Tensor) -> Tensor:
         """Divide by Z, estimating it on the first call as mean(exp_scores) * N and freezing it.
 
-        The mean runs over every entry of that first batch, positives included. Branch-free,
-        so it never synchronises with the device.
+        The mean runs over every entry of that first batch, positives included (of the global
+        batch, on several ranks). Branch-free, so it never synchronises with the device.
         """
         with torch.no_grad():
-            estimate = exp_scores.detach().mean().to(self.z.dtype) * self.num_samples
+            if distributed.is_distributed():
+                scores = exp_scores.detach().double()
+                sums = torch.stack([scores.sum(), scores.new_tensor(scores.numel())])
+                total, count = distributed.all_reduce_sum(sums)
+                mean = total / count
+            else:
+                mean = exp_scores.detach().mean()
+            estimate = mean.to(self.z.dtype) * self.num_samples
             self.z.copy_(torch.where(self.z < 0, estimate, self.z))
         return exp_scores / self.z
 
@@ -100,7 +108,11 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, index: Tensor, values: Tensor) -> None:
-        """rows[index] <- L2-normalise(momentum * rows[index] + (1 - momentum) * values), no eps."""
+        """rows[index] <- L2-normalise(momentum * rows[index] + (1 - momentum) * values), no eps.
+
+        On several ranks the whole global batch is applied, so every rank keeps the same bank.
+        """
+        index, values = distributed.gather_batch(index), distributed.gather_batch(values)
         rows = self.bank.index_select(0, index) * self.momentum + values.detach().to(self.bank.dtype) * (
             1 - self.momentum
         )
@@ -211,7 +223,18 @@ class ClassAwareSampler(nn.Module):
         self._saved_position = (int(epoch), position) if position is not None else None
 
     def draw(self, index: Tensor, labels: Tensor, epoch: int) -> Tensor:
-        """``B x (K+1)`` int64 dataset indices; column 0 is the positive."""
+        """``B x (K+1)`` int64 dataset indices; column 0 is the positive.
+
+        On several ranks the draw is made for the global batch, identically on every rank (same
+        seed, same generator position), and each rank keeps its own rows: the negatives of a
+        single-process run, and a generator state any rank's checkpoint can restore.
+        """
+        if distributed.is_distributed():
+            rows = self._draw(distributed.gather_batch(index), distributed.gather_batch(labels), epoch)
+            return distributed.own_rows(rows, index.shape[0])
+        return self._draw(index, labels, epoch)
+
+    def _draw(self, index: Tensor, labels: Tensor, epoch: int) -> Tensor:
         generator = self._generator_for(epoch)
         device = self.labels.device
         index = index.to(device)

@@ -35,6 +35,8 @@ def pkt_loss(feat_s: Tensor, feat_t: Tensor, eps: float = 1e-7) -> Tensor:
 class PKT(Distiller):
     """``weight * pkt_loss`` on the pooled vectors; no module is added."""
 
+    teacher_cacheable = True
+
     def __init__(self, weight: float = 30000.0, eps: float = 1e-7):
         super().__init__()
         self.weight = weight

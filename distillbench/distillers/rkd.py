@@ -56,6 +56,8 @@ def rkd_losses(feat_s: Tensor, feat_t: Tensor) -> tuple[Tensor, Tensor]:
 class RKD(Distiller):
     """``weight * (distance_weight * L_distance + angle_weight * L_angle)``, logged as two terms."""
 
+    teacher_cacheable = True
+
     def __init__(self, weight: float = 1.0, distance_weight: float = 25.0, angle_weight: float = 50.0):
         super().__init__()
         self.weight = weight

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from distillbench.distillers.base import Batch, Distiller, as_float32
 from distillbench.distillers.memory import SAMPLING_MODES, build_contrast_memory
+from distillbench.engine import distributed
 from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput
 
@@ -44,6 +45,8 @@ def relational_loss(
 
 class _RelationalHeads(Distiller):
     """The projection heads and temperatures shared by both memory types."""
+
+    teacher_cacheable = True
 
     def __init__(self, weight: float, feat_dim: int, student_temperature: float, teacher_temperature: float):
         super().__init__()
@@ -126,7 +129,11 @@ class RRD(_RelationalHeads):
 
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:
-        """Overwrite the oldest rows with ``keys``, from the pointer on, wrapping around the end."""
+        """Overwrite the oldest rows with ``keys``, from the pointer on, wrapping around the end.
+
+        On several ranks the global batch's keys are enqueued, so every rank keeps the same queue.
+        """
+        keys = distributed.gather_batch(keys)
         size = self.queue.shape[0]
         slots = (self.queue_ptr + torch.arange(keys.shape[0], device=self.queue.device)) % size
         self.queue.index_copy_(0, slots, keys.to(self.queue.dtype))

@@ -139,6 +139,8 @@ class WCoRD(Distiller):
     "gradient_penalty"`` a third term, ``critic_gp``, trains the heads only.
     """
 
+    teacher_cacheable = True
+
     def __init__(
         self,
         global_weight: float = 0.8,

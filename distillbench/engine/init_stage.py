@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from distillbench.data.sampling import start_epoch
 from distillbench.distillers.base import Batch, Distiller
+from distillbench.engine import distributed
 from distillbench.engine.metrics import EpochMeter
 from distillbench.engine.seeding import epoch_seed
 from distillbench.models.outputs import forward_features, frozen_forward
@@ -52,7 +53,7 @@ class InitStage:
         trained.train()
         meter = EpochMeter(self.device)
         preact = self.distiller.preact
-        for images, labels, index in tqdm(self.loader, desc=f"init {epoch}/{self.distiller.init_epochs}",
+        for images, labels, index, *_ in tqdm(self.loader, desc=f"init {epoch}/{self.distiller.init_epochs}",
                                           leave=False, disable=not self.progress, dynamic_ncols=True):
             batch = Batch(images.to(self.device), labels.to(self.device), index.to(self.device))
             teacher_out = frozen_forward(self.teacher, batch.images, preact=preact)
@@ -61,6 +62,7 @@ class InitStage:
             loss = torch.stack([t.float() for t in terms.values()]).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(trained.parameters())
             self.optimizer.step()
             meter.add({f"init/loss_{k}": v for k, v in terms.items()}, len(batch.labels))
         averages = meter.averages()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from distillbench.engine import distributed
+
 
 def correct_topk(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> list[Tensor]:
     """Number of samples whose label is among the top-k predictions, for each k (as tensors)."""
@@ -42,15 +44,27 @@ class EpochMeter:
             value = value.detach().float()
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
 
+    def _global(self) -> tuple[dict[str, Tensor], int]:
+        """Sums and count over all ranks (collective on several ranks: every rank calls it)."""
+        if not distributed.is_distributed() or not self.sums:
+            return dict(self.sums), self.count
+        stacked = torch.stack([*self.sums.values(), torch.tensor(float(self.count), device=self.device)])
+        total = distributed.all_reduce_sum(stacked)
+        return dict(zip(self.sums, total[:-1], strict=True)), int(total[-1])
+
     def state_dict(self) -> dict:
-        return {"sums": dict(self.sums), "count": self.count}
+        """The sums of all ranks: restore them on one rank only (``load_state_dict``)."""
+        sums, count = self._global()
+        return {"sums": sums, "count": count}
 
     def load_state_dict(self, state: dict) -> None:
         self.sums = {name: value.to(self.device) for name, value in state["sums"].items()}
         self.count = state["count"]
 
     def averages(self) -> dict[str, float]:
-        if self.count == 0:
+        """Means over every sample of every rank."""
+        sums, count = self._global()
+        if count == 0:
             return {}
-        stacked = torch.stack(list(self.sums.values())).cpu()
-        return {name: float(v) / self.count for name, v in zip(self.sums, stacked, strict=True)}
+        stacked = torch.stack(list(sums.values())).cpu()
+        return {name: float(v) / count for name, v in zip(sums, stacked, strict=True)}

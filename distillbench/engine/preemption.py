@@ -1,5 +1,6 @@
-"""SIGTERM and SIGUSR1, what SLURM sends before it stops or requeues a job, become a request to
-stop at the next step boundary, after a checkpoint; never an interruption mid-update."""
+"""SIGTERM, SIGUSR1 and SIGUSR2, what SLURM (or submitit through it) sends before it stops or requeues a
+job, become a request to stop at the next step boundary, after a checkpoint; never an interruption
+mid-update."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import signal
 import threading
 from pathlib import Path
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+import torch
+
+from distillbench.engine import distributed
+
+# SIGUSR2 is what submitit asks SLURM to send before a time limit or a preemption.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(RuntimeError):
@@ -19,11 +25,25 @@ class Preempted(RuntimeError):
 
 
 class StopRequests:
-    """While entered, records the stop signals that arrive instead of dying of them."""
+    """While entered, records the stop signals that arrive instead of dying of them.
+
+    On several ranks a signal may reach the ranks at different steps; a rank acts on it only
+    once ``agree()`` has shared it with all of them, so every rank stops at the same step.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._received: int | None = None
         self._previous: dict = {}
+
+    def agree(self, device: torch.device) -> None:
+        """Make a signal received by any rank a request on every rank (collective: all ranks call it)."""
+        if not distributed.is_distributed():
+            return
+        received = torch.tensor(self._received or 0, device=device)
+        agreed = int(distributed.all_reduce_max(received))
+        if agreed:
+            self.signum = agreed
 
     @property
     def requested(self) -> bool:
@@ -33,7 +53,9 @@ class StopRequests:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
 
             def record(signum, frame):
-                self.signum = signum
+                self._received = signum
+                if not distributed.is_distributed():
+                    self.signum = signum
 
             self._previous = {signum: signal.signal(signum, record) for signum in STOP_SIGNALS}
         return self
@@ -44,9 +66,16 @@ class StopRequests:
         self._previous = {}
 
     def raise_if_requested(self, where: str, checkpoint_dir: Path) -> None:
-        """Called right after a checkpoint was saved at ``where``."""
+        """Called right after a checkpoint was saved at ``where``.
+
+        A Python handler that was installed for the signal before ours (submitit's, which
+        requeues the SLURM job) runs now, with the work saved; then the run stops.
+        """
         if self.signum is None:
             return
+        previous = self._previous.get(self.signum)
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(self.signum, None)
         raise Preempted(
             self.signum,
             f"{signal.Signals(self.signum).name} received: stopped {where}, with a checkpoint in {checkpoint_dir}. "

@@ -19,14 +19,17 @@ from tqdm.auto import tqdm
 
 from distillbench.data.sampling import start_epoch
 from distillbench.distillers.base import Batch, Distiller
+from distillbench.engine import distributed
 from distillbench.engine.checkpoint import load_training_checkpoint, save_atomic, save_training_checkpoint
 from distillbench.engine.evaluation import evaluate
 from distillbench.engine.init_stage import InitStage, make_init_optimizer
 from distillbench.engine.metrics import EpochMeter, correct_topk
 from distillbench.engine.preemption import StopRequests
 from distillbench.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything
+from distillbench.engine.speed import SpeedOptions
+from distillbench.engine.teacher_cache import TeacherCache, load_or_compute_teacher_cache
 from distillbench.loggers.base import RunInfo, RunLogger
-from distillbench.models.outputs import forward_features, frozen_forward, probe_shapes
+from distillbench.models.outputs import ModelOutput, forward_features, frozen_forward, probe_shapes
 
 log = logging.getLogger("distillbench")
 
@@ -48,7 +51,8 @@ class Trainer:
 
     Per epoch it records the lr, every loss term, train top-1, test top-1/top-5, the epoch
     time and the throughput; per run ``acc1_last``, ``acc1_best`` and ``best_epoch``. After
-    each epoch it writes a checkpoint holding everything resuming needs.
+    each epoch it writes a checkpoint holding everything resuming needs. ``on_step(step, terms)``
+    sees every step's loss terms as device tensors (loss trajectories, benchmarks).
     """
 
     def __init__(
@@ -75,6 +79,10 @@ class Trainer:
         checkpoint_every_steps: int = 0,
         detect_anomaly: bool = False,
         progress: bool = True,
+        speed: SpeedOptions | None = None,
+        teacher_cache_dir: str | Path | None = None,
+        on_step: Callable[[int, dict[str, Tensor]], None] | None = None,
+        sync_bn: bool = False,
     ):
         if distiller is not None and teacher is None:
             raise ValueError("A distiller needs a teacher; set distiller=none to train without one.")
@@ -100,6 +108,12 @@ class Trainer:
         self.stop = StopRequests()
         self.detect_anomaly = detect_anomaly
         self.progress = progress
+        self.speed = speed or SpeedOptions()
+        self.teacher_cache_dir = teacher_cache_dir
+        self.teacher_cache: TeacherCache | None = None
+        self.on_step = on_step
+        self.sync_bn = sync_bn
+        self.is_main = distributed.rank() == 0
         self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
         self.teacher_acc1: float | None = None
         self.best_acc1 = -math.inf
@@ -111,6 +125,45 @@ class Trainer:
         self.teacher.to(self.device).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+
+    def _prepare_networks(self) -> None:
+        """Memory format, DDP and compilation; the plain modules keep the weights and the checkpoints.
+
+        On several ranks DDP wraps the student only (its gradients are averaged during backward,
+        rank 0's BN buffers broadcast each forward); the frozen teacher stays plain, and the
+        distiller's extras average their gradients after backward (``_step``).
+        """
+        self.speed.prepare_model(self.model)
+        student = self.model
+        if distributed.is_distributed():
+            from torch.nn.parallel import DistributedDataParallel
+
+            if self.sync_bn:
+                nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            student = DistributedDataParallel(self.model, device_ids=None)
+        self.student_fn = self.speed.compiled(student)
+        if self.teacher is not None:
+            self.speed.prepare_model(self.teacher)
+            self.teacher_fn = self.speed.compiled(self.teacher)
+
+    def _load_teacher_cache(self) -> None:
+        """Teacher outputs per (image, view), for a method that reads only logits and the pooled embedding."""
+        d = self.distiller
+        if not d.teacher_cacheable or d.teacher_train_mode or d.teacher_grad:
+            raise ValueError(
+                f"{type(d).__name__} reads more of the teacher than its logits and pooled embedding, so its "
+                "outputs cannot be cached; set trainer.teacher_cache=false."
+            )
+        if not hasattr(self.train_loader, "num_views"):
+            raise ValueError("The teacher-output cache needs the device loader (dataset.loader=device), which "
+                             "numbers each sample's crop-and-flip view.")
+        # Rank 0 computes and saves the file; the others read it.
+        if not self.is_main:
+            distributed.barrier()
+        self.teacher_cache = load_or_compute_teacher_cache(self.teacher, self.train_loader, self.teacher_cache_dir,
+                                                           preact=d.preact)
+        if self.is_main:
+            distributed.barrier()
 
     def _evaluate_teacher(self) -> None:
         self.teacher_acc1 = evaluate(self.teacher, self.test_loader, self.device)["acc1"]
@@ -198,6 +251,11 @@ class Trainer:
         log.info("resumed from %s after epoch %d, step %d", self.checkpoint_dir, state["epoch"], state["step"])
         return state["epoch"], state["step"], state["meter"]
 
+    def _save(self, state: dict) -> None:
+        """Rank 0 writes; every rank holds the same state (same weights, same memories)."""
+        if self.is_main:
+            save_training_checkpoint(state, self.checkpoint_dir)
+
     def _init_epochs(self) -> int:
         return self.distiller.init_epochs if self.distiller is not None else 0
 
@@ -211,6 +269,9 @@ class Trainer:
             self._setup_distiller()  # first: an incompatible pair fails before any long work
         if self.teacher is not None:
             self._evaluate_teacher()
+        if self.teacher_cache_dir is not None and self.distiller is not None:
+            self._load_teacher_cache()
+        self._prepare_networks()
 
         state = load_training_checkpoint(self.checkpoint_dir) if self.resume else None
         if state is not None:
@@ -230,8 +291,9 @@ class Trainer:
                     start_step, meter_state = 0, None
             summary = self._summary()
             self.logger.log_summary(summary)
-            save_atomic({"model": self.model.state_dict(), "acc1": summary["acc1_last"], "epoch": self.epochs,
-                         "arch": self.info.tags.get("arch")}, self.run_dir / EXPORT_FILE)
+            if self.is_main:
+                save_atomic({"model": self.model.state_dict(), "acc1": summary["acc1_last"], "epoch": self.epochs,
+                             "arch": self.info.tags.get("arch")}, self.run_dir / EXPORT_FILE)
             success = True
             return summary
         finally:
@@ -255,7 +317,7 @@ class Trainer:
             for init_epoch in range(done + 1, total + 1):
                 metrics = stage.run_epoch(init_epoch)
                 self.logger.log_init_epoch(metrics)
-                save_training_checkpoint(self._init_state(init_epoch, optimizer), self.checkpoint_dir)
+                self._save(self._init_state(init_epoch, optimizer))
                 self.stop.raise_if_requested(f"after init epoch {init_epoch}", self.checkpoint_dir)
         self.distiller.end_init_stage()
 
@@ -264,6 +326,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         train = self._train_one_epoch(epoch, start_step, meter_state)
         train_seconds = time.perf_counter() - start
+        distributed.broadcast_buffers(self.model)
         test = evaluate(self.model, self.test_loader, self.device)
         self.scheduler.step()
         self.last_test = test
@@ -282,54 +345,69 @@ class Trainer:
         if self.teacher_acc1 is not None:
             metrics["teacher/acc1"] = self.teacher_acc1
         self.logger.log_epoch(metrics)
-        save_training_checkpoint(self._state(epoch), self.checkpoint_dir)
+        self.stop.agree(self.device)
+        self._save(self._state(epoch))
         self.stop.raise_if_requested(f"after epoch {epoch}", self.checkpoint_dir)
 
-    def _losses(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.distiller is None:
-            logits = self.model(batch.images)
-            return logits, {"ce": self.ce_weight * F.cross_entropy(logits.float(), batch.labels)}
+    def _teacher_outputs(self, batch: Batch) -> ModelOutput:
+        preact = self.distiller.preact
+        if self.teacher_cache is not None:
+            return self.teacher_cache.lookup(batch.index, batch.view)
         if self.distiller.teacher_grad:
-            teacher_out = forward_features(self.teacher, batch.images, preact=self.distiller.preact)
-        else:
-            teacher_out = frozen_forward(self.teacher, batch.images, preact=self.distiller.preact)
-        student_out = forward_features(self.model, batch.images, preact=self.distiller.preact)
+            return forward_features(self.teacher_fn, batch.images, preact=preact)
+        return frozen_forward(self.teacher_fn, batch.images, preact=preact)
+
+    def _losses(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy and the distiller's terms; under bf16 autocast only the student and the distiller run."""
+        if self.distiller is None:
+            with self.speed.autocast(self.device):
+                logits = self.student_fn(batch.images)
+            return logits, {"ce": self.ce_weight * F.cross_entropy(logits.float(), batch.labels)}
+        teacher_out = self._teacher_outputs(batch)
+        with self.speed.autocast(self.device):
+            student_out = forward_features(self.student_fn, batch.images, preact=self.distiller.preact)
+            distilled = self.distiller(student_out, teacher_out, batch, epoch)
         terms = {"ce": self.ce_weight * F.cross_entropy(student_out.logits.float(), batch.labels)}
-        for name, value in self.distiller(student_out, teacher_out, batch, epoch).items():
+        for name, value in distilled.items():
             if name in terms:
                 raise ValueError(f"The distiller returned a loss term named '{name}', which is reserved.")
-            terms[name] = value
+            terms[name] = value.float()
         return student_out.logits, terms
 
     def _train_one_epoch(self, epoch: int, start_step: int = 0, meter_state: dict | None = None) -> dict[str, float]:
         if start_step == 0:
             torch.manual_seed(epoch_seed(self.seed, epoch))
-        start_epoch(self.train_loader, epoch, start_step * self.train_loader.batch_size)
+        start_epoch(self.train_loader, epoch, start_step * self.train_loader.batch_size * distributed.world_size())
         self.model.train()
         if self.distiller is not None:
             self.distiller.train()
             self.teacher.train(self.distiller.teacher_train_mode)
         meter = EpochMeter(self.device)
-        if meter_state is not None:
+        if meter_state is not None and self.is_main:  # the saved sums are all ranks' already
             meter.load_state_dict(meter_state)
         steps = start_step + len(self.train_loader)
         first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self.progress,
                    dynamic_ncols=True, initial=start_step, total=steps)
-        for step, (images, labels, index) in enumerate(bar, start=start_step + 1):
+        for step, (images, labels, index, *view) in enumerate(bar, start=start_step + 1):
             batch = Batch(
-                images.to(self.device, non_blocking=True),
+                self.speed.prepare_images(images.to(self.device, non_blocking=True)),
                 labels.to(self.device, non_blocking=True),
                 index.to(self.device, non_blocking=True),
+                view[0].to(self.device, non_blocking=True) if view else None,
             )
             logits, terms = self._losses(batch, epoch)
             loss = torch.stack([t.float() for t in terms.values()]).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.distiller is not None:
+                distributed.average_gradients(self.distiller.parameters())
             self.optimizer.step()
             if self.distiller is not None and self.distiller.teacher_grad:
                 self.teacher.zero_grad(set_to_none=True)
 
+            if self.on_step is not None:
+                self.on_step(step, {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}})
             n = len(batch.labels)
             meter.add({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, n)
             meter.add_counts({"acc1": correct_topk(logits.detach(), batch.labels, (1,))[0] * 100.0})
@@ -337,16 +415,21 @@ class Trainer:
             first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
             if step % self.check_finite_every == 0:
                 self._raise_if_diverged(first_bad_step, meter, epoch)
+                self.stop.agree(self.device)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             periodic = self.checkpoint_every_steps > 0 and step % self.checkpoint_every_steps == 0
             if step < steps and (periodic or self.stop.requested):
                 self._raise_if_diverged(first_bad_step, meter, epoch)
-                save_training_checkpoint(self._state(epoch - 1, step, meter), self.checkpoint_dir)
+                self._save(self._state(epoch - 1, step, meter))
                 self.stop.raise_if_requested(f"at step {step} of epoch {epoch}", self.checkpoint_dir)
         self._raise_if_diverged(first_bad_step, meter, epoch)
         return meter.averages()
 
     def _raise_if_diverged(self, first_bad_step: Tensor, meter: EpochMeter, epoch: int) -> None:
+        if distributed.is_distributed():  # the first bad step of any rank, on every rank
+            never = torch.iinfo(torch.long).max
+            first = distributed.all_reduce_min(torch.where(first_bad_step < 0, never, first_bad_step))
+            first_bad_step = torch.where(first == never, -1, first)
         step = int(first_bad_step)
         if step < 0:
             return

@@ -54,7 +54,7 @@ def epoch(loader: DeviceLoader) -> list[Batch]:
 
 
 def cat(batches: list[Batch]) -> Batch:
-    images, labels, index = zip(*batches, strict=True)
+    images, labels, index, _ = zip(*batches, strict=True)
     return torch.cat(images), torch.cat(labels), torch.cat(index)
 
 
@@ -65,7 +65,7 @@ def test_batch_equals_torchvision_bit_for_bit_for_given_parameters(channels_last
     cases = list(itertools.product([0, 3, 8], [0, 5, 8], [False, True]))
     samples = [k % len(train) for k in range(len(cases))]
     top, left, flip = (torch.tensor(column) for column in zip(*cases, strict=True))
-    images, labels, index = loader.make_batch(EpochPlan(torch.tensor(samples), top, left, flip))
+    images, labels, index, _ = loader.make_batch(EpochPlan(torch.tensor(samples), top, left, flip))
     assert images.dtype == torch.float32 and images.shape == (len(cases), 3, 32, 32)
     assert images.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     for row, (sample, (t, lft, f)) in enumerate(zip(samples, cases, strict=True)):
@@ -247,3 +247,17 @@ def test_an_epoch_never_waits_for_the_device() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(t.is_cuda for t in batches[0])
+
+
+def test_view_numbers_name_the_crop_and_flip_each_sample_got() -> None:
+    train, _ = make_sets(n=40)
+    loader = shuffled(train, 16)
+    assert loader.num_views == 9 * 9 * 2
+    served = epoch(loader)
+    views = torch.cat([b[3] for b in served])
+    assert views.min() >= 0 and views.max() < loader.num_views
+    assert len(views.unique()) > 20  # drawn, not constant
+    for images, _, index, view in served:
+        again = loader.make_batch(EpochPlan.of_views(index, view, loader.spans))
+        assert torch.equal(again[0], images)
+        assert torch.equal(again[3], view)

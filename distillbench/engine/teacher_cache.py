@@ -1,0 +1,137 @@
+"""The teacher's outputs for every crop-and-flip view of every training image, computed once.
+
+A frozen teacher in eval mode is a fixed function of its input, and the recipe's augmentation
+gives each training image a small set of views (CIFAR's zero-padded 32x32 crop and flip: 9 x 9
+x 2 = 162). Methods that read only the teacher's logits and pooled embedding
+(``Distiller.teacher_cacheable``) can therefore look the teacher's outputs up instead of running
+it every step. Building the cache costs fewer teacher forwards than one 240-epoch run, and every
+run with the same teacher weights and training set reuses the file.
+
+The cache is keyed by a checksum of the teacher's weights (parameters and BN statistics) and of
+the training images and augmentation recipe, so a different checkpoint or dataset never reads
+a stale file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from distillbench.data.device_loader import DeviceLoader, EpochPlan
+from distillbench.engine.checkpoint import save_atomic
+from distillbench.models.outputs import ModelOutput, forward_features
+
+log = logging.getLogger("distillbench")
+
+CACHE_FORMAT = 1
+
+
+@dataclass
+class TeacherCache:
+    """``logits[i, v]`` and ``pooled[i, v]``: the teacher's outputs for training image i in view v."""
+
+    logits: Tensor
+    pooled: Tensor
+
+    def lookup(self, index: Tensor, view: Tensor) -> ModelOutput:
+        """The teacher's outputs for a batch, in the layout a live forward gives (feats = [pooled])."""
+        return ModelOutput(self.logits[index, view].float(), [self.pooled[index, view].float()])
+
+    @property
+    def nbytes(self) -> int:
+        return self.logits.nbytes + self.pooled.nbytes
+
+
+def weights_checksum(model: nn.Module) -> str:
+    """sha256 of every parameter and buffer, by name: what the teacher computes, whatever its file format."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(teacher_checksum: str, loader: DeviceLoader, dtype: torch.dtype, preact: bool) -> str:
+    """What the cached outputs depend on: teacher weights, the images, the recipe, the storage dtype."""
+    digest = hashlib.sha256()
+    for part in (f"format={CACHE_FORMAT}", teacher_checksum, repr(loader.recipe), str(dtype), f"preact={preact}"):
+        digest.update(part.encode())
+    digest.update(loader.images.cpu().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+@torch.inference_mode()
+def compute_teacher_cache(
+    teacher: nn.Module,
+    loader: DeviceLoader,
+    *,
+    batch_size: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    preact: bool = False,
+) -> TeacherCache:
+    """Run the eval-mode ``teacher`` on all (image, view) pairs of ``loader``'s dataset.
+
+    The pairs are taken in order of image then view, ``batch_size`` at a time; each input is
+    built by the loader's own ``make_batch``, so it is exactly the image a student step sees.
+    """
+    was_training = teacher.training
+    teacher.eval()
+    n, views = len(loader.dataset), loader.num_views
+    device = loader.device
+    logits = pooled = None
+    try:
+        for start in range(0, n * views, batch_size):
+            pair = torch.arange(start, min(start + batch_size, n * views), device=device)
+            index, view = pair // views, pair % views
+            images = loader.make_batch(EpochPlan.of_views(index, view, loader.spans))[0]
+            out = forward_features(teacher, images, preact=preact)
+            batch_pooled = out.pooled.flatten(1)
+            if logits is None:
+                logits = torch.empty(n, views, out.logits.shape[1], dtype=dtype, device=device)
+                pooled = torch.empty(n, views, batch_pooled.shape[1], dtype=dtype, device=device)
+            logits[index, view] = out.logits.to(dtype)
+            pooled[index, view] = batch_pooled.to(dtype)
+    finally:
+        teacher.train(was_training)
+    return TeacherCache(logits, pooled)
+
+
+def load_or_compute_teacher_cache(
+    teacher: nn.Module,
+    loader: DeviceLoader,
+    cache_dir: str | Path,
+    *,
+    batch_size: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    preact: bool = False,
+) -> TeacherCache:
+    """The cache for this teacher and training set: read from ``cache_dir``, else computed and saved there.
+
+    A file that cannot be read or does not match is recomputed (it holds nothing that cannot
+    be derived again), with a warning naming it.
+    """
+    key = cache_key(weights_checksum(teacher), loader, dtype, preact)
+    path = Path(cache_dir) / f"teacher_outputs_{key}.pt"
+    expected = (len(loader.dataset), loader.num_views)
+    if path.is_file():
+        try:
+            state = torch.load(path, map_location=loader.device, weights_only=True)
+            cache = TeacherCache(state["logits"], state["pooled"])
+            if tuple(cache.logits.shape[:2]) == expected and tuple(cache.pooled.shape[:2]) == expected:
+                log.info("teacher outputs read from %s (%.2f GB)", path, cache.nbytes / 1e9)
+                return cache
+            log.warning("The teacher-output cache %s does not match this dataset; computing it again.", path)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
+            log.warning("The teacher-output cache %s could not be read (%s); computing it again.", path, err)
+    log.info("computing the teacher's outputs for %d images x %d views", *expected)
+    cache = compute_teacher_cache(teacher, loader, batch_size=batch_size, dtype=dtype, preact=preact)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({"logits": cache.logits, "pooled": cache.pooled}, path)
+    log.info("teacher outputs saved to %s (%.2f GB)", path, cache.nbytes / 1e9)
+    return cache
