@@ -141,12 +141,9 @@ def build_loaders(cfg: DictConfig, train_set, test_set, device: torch.device, ch
         return make_loaders(train_set, test_set, batch, test_batch, cfg.dataset.num_workers,
                             cfg.dataset.test_num_workers, device, seed=cfg.seed, **shards)
     if kind == "jpeg_device":
-        if ctx.enabled:
-            raise ConfigError("dataset.loader=jpeg_device runs on one process for now; use dataset.loader=torch "
-                              "with several ranks.")
-        return make_jpeg_device_loaders(train_set, test_set, cfg.dataset.batch_size, cfg.dataset.test_batch_size,
-                                        cfg.dataset.num_workers, cfg.dataset.test_num_workers, device,
-                                        seed=cfg.seed, channels_last=channels_last)
+        return make_jpeg_device_loaders(train_set, test_set, batch, test_batch, cfg.dataset.num_workers,
+                                        cfg.dataset.test_num_workers, device, seed=cfg.seed,
+                                        channels_last=channels_last, **shards)
     raise ConfigError(f"dataset.loader must be 'torch', 'device', 'jpeg_device' or 'auto', got '{kind}'.")
 
 

@@ -339,6 +339,8 @@ class JpegDeviceLoader:
         num_workers: int = 0,
         drop_last: bool = False,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -351,6 +353,8 @@ class JpegDeviceLoader:
         self.num_workers = num_workers
         self.drop_last = drop_last
         self.channels_last = channels_last
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 1
         self.skip = 0
         self.encoded = JpegBytesDataset(dataset.samples, recipe, seed)
@@ -368,22 +372,26 @@ class JpegDeviceLoader:
         self.skip = skip
 
     def __len__(self) -> int:
-        remaining = len(self.dataset) - self.skip
-        return remaining // self.batch_size if self.drop_last else -(-remaining // self.batch_size)
+        remaining, step = len(self.dataset) - self.skip, self.batch_size * self.world_size
+        return remaining // step if self.drop_last else -(-remaining // step)
+
+    def sampler(self) -> EpochShuffleSampler:
+        """The epoch's order (the reference path's), this rank's share of each global batch."""
+        sampler = EpochShuffleSampler(len(self.dataset), self.seed, rank=self.rank, world_size=self.world_size,
+                                      batch_size=self.batch_size, shuffle=self.shuffle)
+        sampler.set_epoch(self.epoch, self.skip)
+        return sampler
 
     def order(self) -> list[int]:
-        """The samples of the current epoch in serving order, independent of ``skip``."""
-        if not self.shuffle:
-            return list(range(len(self.dataset)))
-        sampler = EpochShuffleSampler(len(self.dataset), self.seed)
-        sampler.set_epoch(self.epoch)
-        return sampler.permutation().tolist()
+        """The samples of the current epoch in serving order, independent of ``skip`` (one process)."""
+        return self.sampler().permutation().tolist()
 
     def __iter__(self) -> Iterator[Batch]:
         # Workers are forked per epoch and take the dataset, epoch included, with them.
         self.encoded.epoch = self.epoch
         workers = DataLoader(
-            self.encoded, batch_size=self.batch_size, sampler=self.order()[self.skip:], drop_last=self.drop_last,
+            self.encoded, batch_size=self.batch_size, sampler=self.sampler().positions().tolist(),
+            drop_last=self.drop_last,
             num_workers=self.num_workers, collate_fn=pack,
         )
         for batch in workers:
@@ -465,6 +473,8 @@ def make_jpeg_device_loaders(
     device: torch.device | str = "cpu",
     seed: int = 0,
     channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[JpegDeviceLoader, JpegDeviceLoader]:
     """Counterparts of ``make_loaders``' loaders that decode and augment on ``device``.
 
@@ -476,10 +486,11 @@ def make_jpeg_device_loaders(
         raise ValueError(f"The test transform must be deterministic, got {test_set.transform}.")
     train_loader = JpegDeviceLoader(
         train_set, batch_size, device, recipe_of(train_set.transform), shuffle=True, seed=seed,
-        num_workers=num_workers, channels_last=channels_last,
+        num_workers=num_workers, channels_last=channels_last, rank=rank, world_size=world_size,
     )
     test_loader = JpegDeviceLoader(
         test_set, test_batch_size, device, test_recipe, shuffle=False, seed=seed,
         num_workers=num_workers if test_num_workers is None else test_num_workers, channels_last=channels_last,
+        rank=rank, world_size=world_size,
     )
     return train_loader, test_loader

@@ -243,3 +243,15 @@ def test_only_the_imagenet_recipe_is_accepted(sets) -> None:
     with pytest.raises(ValueError, match="deterministic"):
         make_jpeg_device_loaders(train, random_test, 5, 4)
     assert isinstance(loaders(sets)[0], JpegDeviceLoader)
+
+
+def test_two_ranks_share_each_global_batch_of_one_process(sets) -> None:
+    train, test = sets
+    whole = make_jpeg_device_loaders(train, test, 6, 6, seed=3)[0]
+    ranks = [make_jpeg_device_loaders(train, test, 3, 3, seed=3, rank=r, world_size=2)[0] for r in (0, 1)]
+    single = run(whole, 2)
+    shares = [run(loader, 2) for loader in ranks]
+    assert len(ranks[0]) == len(whole) == len(single) == len(shares[0]) == len(shares[1])
+    for batch, first, second in zip(single, *shares, strict=True):
+        assert torch.equal(torch.cat([first[2], second[2]]), batch[2])
+        assert torch.equal(torch.cat([first[0], second[0]]), batch[0])  # the same crops and flips
