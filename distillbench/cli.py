@@ -30,6 +30,7 @@ from distillbench.engine.checkpoint import CHECKPOINT_NAMES, CheckpointError, lo
 from distillbench.engine.distributed import DistContext, check_batch_divides, init_distributed
 from distillbench.engine.preemption import Preempted
 from distillbench.engine.seeding import seed_everything
+from distillbench.engine.side_by_side import fit_side_by_side
 from distillbench.engine.speed import SpeedOptions, use_fused_optimizer
 from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Trainer
 from distillbench.errors import ConfigError, RunDirError
@@ -196,10 +197,10 @@ def build_optimizer_factory(cfg: DictConfig, device: torch.device):
     return functools.partial(factory, **extra) if extra else factory
 
 
-def build_loggers(cfg: DictConfig) -> LoggerGroup:
+def build_loggers(cfg: DictConfig, console_prefix: str = "") -> LoggerGroup:
     loggers = []
     if cfg.logger.console:
-        loggers.append(ConsoleLogger())
+        loggers.append(ConsoleLogger(console_prefix))
     if cfg.logger.files:
         loggers.append(FileLogger())
     if cfg.logger.wandb.mode != "disabled":
@@ -209,6 +210,30 @@ def build_loggers(cfg: DictConfig) -> LoggerGroup:
 
 def run_job(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one model as ``cfg`` says, in ``run_dir``; return its summary."""
+    return build_trainer(cfg, run_dir).fit()
+
+
+def run_side_by_side(cfg: DictConfig, run_dir: Path) -> list[dict]:
+    """``cfg`` once per seed of ``side_by_side_seeds``, all in this process: run directories ``seed<s>``
+    beside ``run_dir``, steps interleaved (``engine.side_by_side``)."""
+    seeds = list(cfg.side_by_side_seeds)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"side_by_side_seeds must not repeat a seed, got {seeds}.")
+    if distributed.launcher_environment() is not None:
+        raise ConfigError("side_by_side_seeds packs runs into one process; it does not combine with torchrun or "
+                          "SLURM tasks. Launch one of them.")
+    trainers = []
+    for seed in seeds:
+        seed_cfg = cfg.copy()
+        seed_cfg.seed = seed
+        seed_cfg.side_by_side_seeds = None
+        seed_cfg.trainer.progress = False  # one bar per run would garble the console
+        trainers.append(build_trainer(seed_cfg, Path(run_dir).parent / f"seed{seed}", f"[seed {seed}] "))
+    return fit_side_by_side(trainers)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> Trainer:
+    """Everything ``cfg`` asks for, built and handed to a ``Trainer`` (not yet started)."""
     run_dir = Path(run_dir)
     # A job SLURM requeued (after a preemption or a time limit) continues its run.
     resume = bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0
@@ -269,7 +294,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
     published = {"published_acc1": cfg.published.acc1} if cfg.get("published") else {}
     info = RunInfo(name=cfg.name, job_type=job_type, run_dir=str(run_dir), seed=cfg.seed, config=config, tags=tags,
                    summary_fields=published)
-    trainer = Trainer(
+    return Trainer(
         model=model,
         train_loader=train_loader,
         test_loader=test_loader,
@@ -277,7 +302,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
         make_scheduler=instantiate(cfg.sched),
         epochs=cfg.trainer.epochs,
         run_dir=run_dir,
-        logger=build_loggers(cfg) if ctx.is_main else LoggerGroup([]),
+        logger=build_loggers(cfg, console_prefix) if ctx.is_main else LoggerGroup([]),
         info=info,
         device=device,
         teacher=teacher,
@@ -295,7 +320,6 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict:
         teacher_cache_dir=teacher_cache_dir(cfg, distiller, train_loader, device),
         sync_bn=bool(cfg.trainer.distributed.sync_bn) and ctx.enabled,
     )
-    return trainer.fit()
 
 
 def run_jobs(cfg: DictConfig, run_dir: Path) -> dict[str, dict]:
@@ -325,6 +349,9 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.get("jobs"):
             summaries = run_jobs(cfg, run_dir)
             print("\n" + results_table(summaries) + "\n", flush=True)
+            return None
+        if cfg.get("side_by_side_seeds"):
+            run_side_by_side(cfg, run_dir)
             return None
         summary = run_job(cfg, run_dir)
         return summary[cfg.optimized_metric] if cfg.get("optimized_metric") else None

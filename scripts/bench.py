@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the reference path")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--paths", default="reference,fast", help=f"comma-separated, of {', '.join(PATHS)}")
-    parser.add_argument("--concurrent", default="", help="e.g. 2,4: fast-path runs side by side")
+    parser.add_argument("--concurrent", default="", help="e.g. 2,4: fast-path runs in as many processes at once")
+    parser.add_argument("--side-by-side", default="", help="e.g. 2,4: fast-path runs in one process (seeds)")
     parser.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_worker(spec: dict) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from distillbench.cli import run_job
+    from distillbench.cli import run_job, run_side_by_side
     from distillbench.loggers import read_metrics
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
@@ -80,15 +81,21 @@ def run_worker(spec: dict) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    run_job(cfg, Path(spec["run_dir"]))
+    run_dir = Path(spec["run_dir"])
+    if cfg.side_by_side_seeds:
+        run_side_by_side(cfg, run_dir)
+        run_dirs = [run_dir.parent / f"seed{seed}" for seed in cfg.side_by_side_seeds]
+    else:
+        run_job(cfg, run_dir)
+        run_dirs = [run_dir]
     wall = time.perf_counter() - start
-    last = read_metrics(spec["run_dir"])[-1]
+    last = [read_metrics(d)[-1] for d in run_dirs]
     if torch.cuda.is_available() and cfg.trainer.device != "cpu":
         peak, peak_kind = torch.cuda.max_memory_allocated(), "GPU"
     else:
         peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host RSS"
-    return {"images_per_s": last["time/images_per_s"], "epoch_s": last["time/epoch_s"], "wall_s": wall,
-            "peak_bytes": peak, "peak_kind": peak_kind}
+    return {"images_per_s": sum(m["time/images_per_s"] for m in last), "epoch_s": max(m["time/epoch_s"] for m in last),
+            "wall_s": wall, "peak_bytes": peak, "peak_kind": peak_kind}
 
 
 def spawn(spec: dict) -> subprocess.Popen:
@@ -149,36 +156,44 @@ def measure(args: argparse.Namespace) -> list[dict]:
         teacher_file = tmp / "teacher.pth"
         torch.save({"model": create_model(args.teacher, num_classes=100).state_dict()}, teacher_file)
         base = base_overrides(args, tmp / "data", teacher_file, tmp / "runs")
-        jobs = [(path, 1) for path in args.paths.split(",") if path]
-        jobs += [("fast", int(n)) for n in args.concurrent.split(",") if n and int(n) > 1]
-        for path, n in jobs:
+        jobs = [(path, 1, "processes") for path in args.paths.split(",") if path]
+        jobs += [("fast", int(n), "processes") for n in args.concurrent.split(",") if n and int(n) > 1]
+        jobs += [("fast", int(n), "one process") for n in args.side_by_side.split(",") if n and int(n) > 1]
+        for path, n, packing in jobs:
             if path not in PATHS:
                 raise SystemExit(f"Unknown path '{path}'; choose from {', '.join(PATHS)}.")
-            specs = [{"overrides": [*base, *PATHS[path], f"seed={seed}", f"name=bench_{path}_x{n}"],
-                      "run_dir": str(tmp / "runs" / f"{path}_x{n}" / f"seed{seed}")} for seed in range(n)]
+            folder = tmp / "runs" / f"{path}_x{n}_{packing.replace(' ', '_')}"
+            common = [*base, *PATHS[path], f"name=bench_{path}_x{n}"]
+            if packing == "one process":
+                seeds = ",".join(str(seed) for seed in range(n))
+                specs = [{"overrides": [*common, f"side_by_side_seeds=[{seeds}]"], "run_dir": str(folder / "seed0")}]
+            else:
+                specs = [{"overrides": [*common, f"seed={seed}"], "run_dir": str(folder / f"seed{seed}")}
+                         for seed in range(n)]
             results = [collect(p) for p in [spawn(spec) for spec in specs]]
             cached = path != "reference" and any(Path(tmp / "runs" / "cache").glob("teacher_outputs_*.pt"))
-            rows.append(summarise(path, n, results, flops_per_image(args, cached), cached))
+            rows.append(summarise(path, n, packing, results, flops_per_image(args, cached), cached))
             print(format_row(rows[-1], rows[0]), flush=True)
     return rows
 
 
-def summarise(path: str, n: int, results: list[dict], flops: float, cached: bool) -> dict:
+def summarise(path: str, n: int, packing: str, results: list[dict], flops: float, cached: bool) -> dict:
     images_per_s = sum(r["images_per_s"] for r in results)
     return {
-        "path": path, "runs": n, "teacher_cached": cached, "images_per_s": images_per_s,
+        "path": path, "runs": n, "packing": packing, "teacher_cached": cached, "images_per_s": images_per_s,
         "s_per_cifar_epoch": CIFAR_EPOCH / (images_per_s / n), "tflops": images_per_s * flops / 1e12,
         "peak_gb": max(r["peak_bytes"] for r in results) / 1e9, "peak_kind": results[0]["peak_kind"],
     }
 
 
-HEADER = ("| path | runs side by side | teacher | images/s (sum) | s per 50k-image epoch (per run) | "
+HEADER = ("| path | runs at once | teacher | images/s (sum) | s per 50k-image epoch (per run) | "
           "achieved TFLOP/s | peak memory | × reference |\n|---|---|---|---|---|---|---|---|")
 
 
 def format_row(row: dict, reference: dict) -> str:
     ratio = row["images_per_s"] / reference["images_per_s"]
-    return (f"| {row['path']} | {row['runs']} | {'cached' if row['teacher_cached'] else 'live'} | "
+    runs = f"{row['runs']} ({row['packing']})" if row["runs"] > 1 else "1"
+    return (f"| {row['path']} | {runs} | {'cached' if row['teacher_cached'] else 'live'} | "
             f"{row['images_per_s']:,.0f} | {row['s_per_cifar_epoch']:.2f} | {row['tflops']:.3g} | "
             f"{row['peak_gb']:.2f} GB ({row['peak_kind']}) | {ratio:.2f} |")
 

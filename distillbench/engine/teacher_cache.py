@@ -14,8 +14,10 @@ a stale file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from distillbench.models.outputs import ModelOutput, forward_features
 log = logging.getLogger("distillbench")
 
 CACHE_FORMAT = 1
+# While ``shared_teacher_caches()`` is active: the caches loaded so far, by file, shared by every run.
+_shared: dict[Path, TeacherCache] | None = None
 
 
 @dataclass
@@ -118,6 +122,8 @@ def load_or_compute_teacher_cache(
     """
     key = cache_key(weights_checksum(teacher), loader, dtype, preact)
     path = Path(cache_dir) / f"teacher_outputs_{key}.pt"
+    if _shared is not None and path in _shared:
+        return _shared[path]
     expected = (len(loader.dataset), loader.num_views)
     if path.is_file():
         try:
@@ -125,7 +131,7 @@ def load_or_compute_teacher_cache(
             cache = TeacherCache(state["logits"], state["pooled"])
             if tuple(cache.logits.shape[:2]) == expected and tuple(cache.pooled.shape[:2]) == expected:
                 log.info("teacher outputs read from %s (%.2f GB)", path, cache.nbytes / 1e9)
-                return cache
+                return _remember(path, cache)
             log.warning("The teacher-output cache %s does not match this dataset; computing it again.", path)
         except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
             log.warning("The teacher-output cache %s could not be read (%s); computing it again.", path, err)
@@ -134,4 +140,21 @@ def load_or_compute_teacher_cache(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic({"logits": cache.logits, "pooled": cache.pooled}, path)
     log.info("teacher outputs saved to %s (%.2f GB)", path, cache.nbytes / 1e9)
+    return _remember(path, cache)
+
+
+def _remember(path: Path, cache: TeacherCache) -> TeacherCache:
+    if _shared is not None:
+        _shared[path] = cache
     return cache
+
+
+@contextlib.contextmanager
+def shared_teacher_caches() -> Iterator[None]:
+    """Inside, runs that load the same cache file get one shared copy (runs side by side in one process)."""
+    global _shared
+    _shared = {}
+    try:
+        yield
+    finally:
+        _shared = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import torch
@@ -261,6 +261,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
+        """Train to the end; returns the summary."""
+        with self.stop:
+            steps = self.steps()
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return done.value
+
+    def steps(self) -> Generator[None, None, dict]:
+        """The run as a generator that yields after every training step and returns the summary.
+
+        ``fit`` drains it; ``side_by_side.fit_side_by_side`` interleaves several runs' steps in one
+        process. Stop signals are recorded by ``self.stop``, which the caller enters.
+        """
         seed_everything(self.seed)
         self.model.to(self.device)
         if self.teacher is not None:
@@ -279,7 +294,7 @@ class Trainer:
         self.logger.start(self.info, state["logger"] if state is not None else None)
         success = False
         try:
-            with self.stop, torch.autograd.set_detect_anomaly(self.detect_anomaly):
+            with torch.autograd.set_detect_anomaly(self.detect_anomaly):
                 if self._init_epochs():
                     self._run_init_stage(state)
                 self.optimizer = self.make_optimizer(self._trainable_parameters())
@@ -287,7 +302,7 @@ class Trainer:
                 in_main_stage = state is not None and "optimizer" in state
                 start_epoch, start_step, meter_state = self._restore_main(state) if in_main_stage else (0, 0, None)
                 for epoch in range(start_epoch + 1, self.epochs + 1):
-                    self._run_epoch(epoch, start_step, meter_state)
+                    yield from self._run_epoch(epoch, start_step, meter_state)
                     start_step, meter_state = 0, None
             summary = self._summary()
             self.logger.log_summary(summary)
@@ -321,10 +336,10 @@ class Trainer:
                 self.stop.raise_if_requested(f"after init epoch {init_epoch}", self.checkpoint_dir)
         self.distiller.end_init_stage()
 
-    def _run_epoch(self, epoch: int, start_step: int = 0, meter_state: dict | None = None) -> None:
+    def _run_epoch(self, epoch: int, start_step: int = 0, meter_state: dict | None = None) -> Generator[None]:
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        train = self._train_one_epoch(epoch, start_step, meter_state)
+        train = yield from self._train_one_epoch(epoch, start_step, meter_state)
         train_seconds = time.perf_counter() - start
         distributed.broadcast_buffers(self.model)
         test = evaluate(self.model, self.test_loader, self.device)
@@ -374,7 +389,8 @@ class Trainer:
             terms[name] = value.float()
         return student_out.logits, terms
 
-    def _train_one_epoch(self, epoch: int, start_step: int = 0, meter_state: dict | None = None) -> dict[str, float]:
+    def _train_one_epoch(self, epoch: int, start_step: int = 0,
+                         meter_state: dict | None = None) -> Generator[None, None, dict[str, float]]:
         if start_step == 0:
             torch.manual_seed(epoch_seed(self.seed, epoch))
         start_epoch(self.train_loader, epoch, start_step * self.train_loader.batch_size * distributed.world_size())
@@ -422,6 +438,7 @@ class Trainer:
                 self._raise_if_diverged(first_bad_step, meter, epoch)
                 self._save(self._state(epoch - 1, step, meter))
                 self.stop.raise_if_requested(f"at step {step} of epoch {epoch}", self.checkpoint_dir)
+            yield
         self._raise_if_diverged(first_bad_step, meter, epoch)
         return meter.averages()
 

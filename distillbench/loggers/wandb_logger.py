@@ -63,6 +63,8 @@ class WandbLogger(RunLogger):
             dir=info.run_dir,
             id=self.run_id,
             resume="allow",
+            # Several runs may be active in one process (side by side); each logs through its own handle.
+            reinit="create_new",
         )
         self.run.define_metric("epoch")
         self.run.define_metric("init/epoch")

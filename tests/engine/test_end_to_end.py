@@ -80,7 +80,7 @@ def test_resume_after_epoch_one_equals_an_uninterrupted_run(fake_cifar_root, tea
     def crash_in_epoch_two(self, epoch, *args):
         if epoch == 2:
             raise KeyboardInterrupt("simulated kill")
-        original(self, epoch, *args)
+        yield from original(self, epoch, *args)
 
     monkeypatch.setattr(Trainer, "_run_epoch", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
