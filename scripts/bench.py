@@ -2,7 +2,7 @@
 
     python scripts/bench.py                                   # CRD resnet32x4 -> resnet8x4, full size
     python scripts/bench.py --images 256 --teacher resnet8 --student resnet8 --epochs 2   # a CPU smoke run
-    python scripts/bench.py --concurrent 1,2,4 --out results/bench/h100.md
+    python scripts/bench.py --side-by-side 2,4 --concurrent 2,4 --out results/bench/h100.md
 
 Each measurement is a real ``run_job`` (the command line's code path) on generated CIFAR-100-shaped
 files, in its own process so its peak memory is its own. A run trains ``--epochs`` epochs; the
@@ -10,8 +10,9 @@ first pays for warm-up (cuDNN autotuning, compilation, building the teacher-outp
 figures come from the last one. Printed per path: training images/s, seconds per 50,000-image
 epoch, achieved TFLOP/s (FLOPs counted with torch's FlopCounterMode: the student's forward and
 backward plus the teacher's forward unless it is cached), peak memory, and the ratio against the
-reference path measured in the same invocation. ``--concurrent`` also runs N fast-path runs
-side by side (seeds 0..N-1) and reports their summed throughput: runs per GPU.
+reference path measured in the same invocation. Runs per GPU: ``--concurrent N`` runs N fast-path
+runs (seeds 0..N-1) as N processes at once, ``--side-by-side N`` as one process
+(``side_by_side_seeds``); both report the summed throughput.
 """
 
 from __future__ import annotations
