@@ -318,6 +318,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> T
         progress=cfg.trainer.progress,
         speed=speed,
         teacher_cache_dir=teacher_cache_dir(cfg, distiller, train_loader, device),
+        teacher_cache_optional=cfg.trainer.teacher_cache == "auto",
         sync_bn=bool(cfg.trainer.distributed.sync_bn) and ctx.enabled,
     )
 

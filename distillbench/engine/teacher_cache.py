@@ -51,6 +51,14 @@ class TeacherCache:
         return self.logits.nbytes + self.pooled.nbytes
 
 
+def device_free_bytes(device: torch.device) -> int | None:
+    """Free memory on a CUDA device; None elsewhere (host memory is not checked)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free
+
+
 def weights_checksum(model: nn.Module) -> str:
     """sha256 of every parameter and buffer, by name: what the teacher computes, whatever its file format."""
     digest = hashlib.sha256()

@@ -27,7 +27,8 @@ from distillbench.engine.metrics import EpochMeter, correct_topk
 from distillbench.engine.preemption import StopRequests
 from distillbench.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything
 from distillbench.engine.speed import SpeedOptions
-from distillbench.engine.teacher_cache import TeacherCache, load_or_compute_teacher_cache
+from distillbench.engine.teacher_cache import TeacherCache, device_free_bytes, load_or_compute_teacher_cache
+from distillbench.errors import ConfigError
 from distillbench.loggers.base import RunInfo, RunLogger
 from distillbench.models.outputs import ModelOutput, forward_features, frozen_forward, probe_shapes
 
@@ -81,6 +82,7 @@ class Trainer:
         progress: bool = True,
         speed: SpeedOptions | None = None,
         teacher_cache_dir: str | Path | None = None,
+        teacher_cache_optional: bool = False,
         on_step: Callable[[int, dict[str, Tensor]], None] | None = None,
         sync_bn: bool = False,
     ):
@@ -110,6 +112,7 @@ class Trainer:
         self.progress = progress
         self.speed = speed or SpeedOptions()
         self.teacher_cache_dir = teacher_cache_dir
+        self.teacher_cache_optional = teacher_cache_optional
         self.teacher_cache: TeacherCache | None = None
         self.on_step = on_step
         self.sync_bn = sync_bn
@@ -157,6 +160,8 @@ class Trainer:
         if not hasattr(self.train_loader, "num_views"):
             raise ValueError("The teacher-output cache needs the device loader (dataset.loader=device), which "
                              "numbers each sample's crop-and-flip view.")
+        if not self._teacher_cache_fits():
+            return
         # Rank 0 computes and saves the file; the others read it.
         if not self.is_main:
             distributed.barrier()
@@ -164,6 +169,22 @@ class Trainer:
                                                            preact=d.preact)
         if self.is_main:
             distributed.barrier()
+
+    def _teacher_cache_fits(self) -> bool:
+        """At most half the device's free memory: else the live teacher (auto), or a clear error (true)."""
+        sample = self.train_loader.dataset[0][0]
+        probe = probe_shapes(self.teacher, (2, *sample.shape))
+        per_view = probe.logits.shape[1] + probe.pooled.flatten(1).shape[1]
+        needed = len(self.train_loader.dataset) * self.train_loader.num_views * per_view * 4
+        free = device_free_bytes(self.device)
+        if free is None or needed <= free / 2:
+            return True
+        message = (f"The teacher-output cache needs {needed / 1e9:.1f} GB, more than half of the {free / 1e9:.1f} GB "
+                   f"free on {self.device}.")
+        if self.teacher_cache_optional:
+            log.warning("%s The teacher runs live instead.", message)
+            return False
+        raise ConfigError(f"{message} Set trainer.teacher_cache=auto or false, or free device memory.")
 
     def _evaluate_teacher(self) -> None:
         self.teacher_acc1 = evaluate(self.teacher, self.test_loader, self.device)["acc1"]
