@@ -99,7 +99,7 @@ def datasets():
     return train, test
 
 
-def trajectory(tmp_path, fast: bool, speed: SpeedOptions) -> tuple[list[float], dict]:
+def trajectory(tmp_path, fast: bool, speed: SpeedOptions, cache_dir=None) -> tuple[list[float], dict]:
     train, test = datasets()
     train_loader, test_loader = make_device_loaders(train, test, BATCH, 40, "cpu", seed=0,
                                                     channels_last=speed.channels_last)
@@ -118,12 +118,18 @@ def trajectory(tmp_path, fast: bool, speed: SpeedOptions) -> tuple[list[float], 
         make_scheduler=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[10]),
         epochs=1, run_dir=tmp_path, logger=LoggerGroup([]),
         info=RunInfo(name="parity", job_type="student", run_dir=str(tmp_path), seed=0),
-        progress=False, speed=speed, teacher_cache_dir=tmp_path / "cache" if fast else None,
+        progress=False, speed=speed, teacher_cache_dir=cache_dir if fast else None,
         on_step=lambda step, terms: losses.append(terms["loss"]),
     )
     trainer.fit()
     assert (trainer.teacher_cache is not None) == fast
     return [float(x) for x in losses], {k: v.clone() for k, v in student.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One cache file for the module: both fast trajectories use the same teacher and images."""
+    return tmp_path_factory.mktemp("teacher_cache")
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +144,9 @@ def test_the_reference_loader_serves_the_device_loaders_pixels() -> None:
         assert torch.equal(fast_images, ref_images)
 
 
-def test_float32_fast_path_follows_the_reference_trajectory(reference, tmp_path) -> None:
+def test_float32_fast_path_follows_the_reference_trajectory(reference, cache_dir, tmp_path) -> None:
     ref_losses, ref_weights = reference
-    losses, weights = trajectory(tmp_path, fast=True, speed=SpeedOptions(precision="float32"))
+    losses, weights = trajectory(tmp_path, fast=True, speed=SpeedOptions(precision="float32"), cache_dir=cache_dir)
     assert len(losses) == len(ref_losses) == STEPS
     assert ref_losses[-1] < ref_losses[0]  # it trains
     early = FLOAT32_EARLY_STEPS
@@ -152,10 +158,10 @@ def test_float32_fast_path_follows_the_reference_trajectory(reference, tmp_path)
     assert drift / size < WEIGHT_TOLERANCE, float(drift / size)
 
 
-def test_bf16_fast_path_stays_within_the_documented_tolerance(reference, tmp_path) -> None:
+def test_bf16_fast_path_stays_within_the_documented_tolerance(reference, cache_dir, tmp_path) -> None:
     ref_losses, _ = reference
     speed = SpeedOptions(precision="bf16", channels_last=True)
-    losses, _ = trajectory(tmp_path, fast=True, speed=speed)
+    losses, _ = trajectory(tmp_path, fast=True, speed=speed, cache_dir=cache_dir)
     relative = np.abs(np.array(losses) - ref_losses) / np.abs(ref_losses)
     assert relative.max() < BF16_LOSS_TOLERANCE
     assert relative.max() > 0  # bf16 really ran
