@@ -30,6 +30,7 @@ from torchvision import transforms as T
 
 from distillbench.data.instance import InstanceDataset
 from distillbench.data.sampling import EpochShuffleSampler
+from distillbench.data.transforms import UInt8ToNormalized
 from distillbench.engine.seeding import epoch_seed
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -162,11 +163,7 @@ class DeviceLoader:
         if min(self.spans) < 0:
             raise ValueError(f"A {self.crop_size} crop does not fit {height}x{width} images padded by "
                              f"{recipe.padding}.")
-        # Device tensors, as Normalize builds them. 255 too: CUDA divides by a host scalar by
-        # multiplying with its reciprocal, which rounds 126 of the 256 values differently.
-        self.scale = torch.tensor(255.0, dtype=torch.float32).to(self.device)
-        self.mean = torch.tensor(recipe.mean, dtype=torch.float32).view(-1, 1, 1).to(self.device)
-        self.std = torch.tensor(recipe.std, dtype=torch.float32).view(-1, 1, 1).to(self.device)
+        self.normalize = UInt8ToNormalized(recipe.mean, recipe.std, self.device)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Serve epoch ``epoch`` from its ``skip``-th sample on (a run resumed mid-epoch)."""
@@ -243,7 +240,7 @@ class DeviceLoader:
             pixels = torch.where(plan.flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        images = pixels.float().div_(self.scale).sub_(self.mean).div_(self.std)
+        images = self.normalize(pixels)
         return images, self.labels[plan.index], plan.index, self.view_of(plan)
 
 

@@ -26,216 +26,27 @@ has a PNG and a few CMYK files named ``.JPEG``) are decoded with PIL in the work
 
 from __future__ import annotations
 
-import io
 import logging
-import math
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from distillbench.data.imagenet import ImageFileDataset
+from distillbench.data.imagenet_recipe import Recipe, recipe_of, train_crop
+from distillbench.data.jpeg_header import pil_decode, read_jpeg_header
 from distillbench.data.sampling import EpochShuffleSampler
-from distillbench.engine.seeding import epoch_seed
+from distillbench.data.transforms import UInt8ToNormalized
 
 log = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, Tensor, Tensor]
-
-# Frame headers nvJPEG decodes: baseline, extended sequential and progressive, all Huffman-coded.
-_NVJPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2})
-# 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) lie in the SOF range but are not frame headers.
-_NOT_FRAMES = frozenset({0xC4, 0xC8, 0xCC})
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed ``EpochSeededDataset`` gives torch's RNG before sample ``index``'s transform."""
-    return epoch_seed(seed, epoch) ^ (index * 2_654_435_761 % 2**61)
-
-
-@dataclass(frozen=True)
-class JpegHeader:
-    """What the first frame header of a JPEG says, and whether nvJPEG's RGB output is right for it."""
-
-    frame: int
-    precision: int
-    height: int
-    width: int
-    components: int
-    adobe_transform: int | None
-
-    @property
-    def nvjpeg_ok(self) -> bool:
-        # Three components without YCbCr (Adobe transform 0) are stored RGB, which only libjpeg
-        # undoes; four are CMYK/YCCK, which PIL converts differently from any JPEG decoder.
-        ycbcr = self.components == 1 or (self.components == 3 and self.adobe_transform != 0)
-        return self.frame in _NVJPEG_FRAMES and self.precision == 8 and self.height > 0 and self.width > 0 and ycbcr
-
-
-def read_jpeg_header(data: bytes | bytearray) -> JpegHeader | None:
-    """The frame header of ``data``, or None when it is not a JPEG (a PNG named .JPEG, say).
-
-    Walks the marker segments up to the first SOF, which costs microseconds and no decoding.
-    """
-    n = len(data)
-    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    pos, adobe_transform = 2, None
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            # Stray bytes between segments: libjpeg skips them with a warning, so do we.
-            pos = data.find(b"\xff", pos)
-            if pos < 0:
-                return None
-            continue
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            return None
-        length = data[pos + 2] << 8 | data[pos + 3]
-        if 0xC0 <= marker <= 0xCF and marker not in _NOT_FRAMES:
-            if pos + 10 > n:
-                return None
-            return JpegHeader(
-                frame=marker,
-                precision=data[pos + 4],
-                height=data[pos + 5] << 8 | data[pos + 6],
-                width=data[pos + 7] << 8 | data[pos + 8],
-                components=data[pos + 9],
-                adobe_transform=adobe_transform,
-            )
-        if marker == 0xEE and length >= 12 and data[pos + 4:pos + 9] == b"Adobe":  # APP14
-            adobe_transform = data[pos + 15] if pos + 15 < n else None
-        pos += 2 + length
-    return None
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The part of a torchvision ImageNet pipeline this loader reproduces.
-
-    Training: ``RandomResizedCrop(size, scale, ratio)`` (``scale`` and ``ratio`` set), then a
-    horizontal flip with probability ``flip_p``. Test: ``Resize(resize, max_size)`` then
-    ``CenterCrop(size)`` (``resize`` set). Both end in ToTensor and Normalize(mean, std).
-    """
-
-    size: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    scale: tuple[float, float] | None = None
-    ratio: tuple[float, float] | None = None
-    flip_p: float = 0.0
-    resize: tuple[int, ...] | None = None
-    max_size: int | None = None
-
-    @property
-    def random(self) -> bool:
-        return self.scale is not None
-
-
-def recipe_of(transform: object) -> Recipe:
-    """Read ``Compose([RandomResizedCrop, RandomHorizontalFlip?, ToTensor, Normalize])`` or
-    ``Compose([Resize, CenterCrop, ToTensor, Normalize])``, bilinear.
-
-    Anything else raises ``ValueError``: a step the loader silently skipped would make the fast
-    path train or score on different data than the reference path.
-    """
-    steps = list(transform.transforms) if isinstance(transform, T.Compose) else []
-    kinds = [type(step) for step in steps]
-    head, tail = kinds[:-2], kinds[-2:]
-    if tail != [T.ToTensor, T.Normalize] or head not in (
-        [T.RandomResizedCrop], [T.RandomResizedCrop, T.RandomHorizontalFlip], [T.Resize, T.CenterCrop]
-    ):
-        raise ValueError(
-            "The JPEG device loader reproduces only RandomResizedCrop -> RandomHorizontalFlip? -> ToTensor -> "
-            f"Normalize (training) or Resize -> CenterCrop -> ToTensor -> Normalize (test); got {transform}. "
-            "Use dataset.loader=torch for this transform."
-        )
-    if steps[0].interpolation != InterpolationMode.BILINEAR:
-        raise ValueError(f"The JPEG device loader resizes bilinearly only, got {steps[0]}.")
-    normalize = steps[-1]
-    common = {
-        "mean": tuple(float(m) for m in normalize.mean),
-        "std": tuple(float(s) for s in normalize.std),
-    }
-    if head[0] is T.RandomResizedCrop:
-        crop = steps[0]
-        return Recipe(
-            size=(int(crop.size[0]), int(crop.size[1])),
-            scale=(float(crop.scale[0]), float(crop.scale[1])),
-            ratio=(float(crop.ratio[0]), float(crop.ratio[1])),
-            flip_p=float(steps[1].p) if len(head) == 2 else 0.0,
-            **common,
-        )
-    resize, center = steps[0], steps[1]
-    size = resize.size
-    return Recipe(
-        size=(int(center.size[0]), int(center.size[1])),
-        resize=(int(size),) if isinstance(size, int) else tuple(int(s) for s in size),
-        max_size=resize.max_size,
-        **common,
-    )
-
-
-def random_resized_crop_params(
-    height: int, width: int, scale: Sequence[float], ratio: Sequence[float], generator: torch.Generator
-) -> tuple[int, int, int, int]:
-    """``RandomResizedCrop.get_params``'s (top, left, h, w), drawn from ``generator``.
-
-    The same draws, in the same order and float32 arithmetic, so the result equals
-    ``get_params`` run on torch's global RNG in the state ``generator`` is in.
-    """
-    area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
-    for _ in range(10):
-        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
-        w = int(round(math.sqrt(target_area * aspect_ratio)))
-        h = int(round(math.sqrt(target_area / aspect_ratio)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
-            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
-            return top, left, h, w
-    # As get_params: the central crop of the whole image, clamped to the ratio range.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        h, w = height, width
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-def train_crop(recipe: Recipe, seed: int, epoch: int, index: int, height: int, width: int) -> tuple[int, ...]:
-    """(top, left, h, w, flip) of sample ``index`` in ``epoch``: the reference path's draws for it."""
-    assert recipe.scale is not None and recipe.ratio is not None
-    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, index))
-    box = random_resized_crop_params(height, width, recipe.scale, recipe.ratio, generator)
-    flip = recipe.flip_p > 0 and bool(torch.rand(1, generator=generator).item() < recipe.flip_p)
-    return (*box, int(flip))
-
-
-def pil_decode(data: bytes | bytearray) -> Tensor:
-    """CHW uint8 RGB pixels as ``default_loader`` + ``convert('RGB')`` decodes them."""
-    with Image.open(io.BytesIO(data)) as image:
-        pixels = np.array(image.convert("RGB"))
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 class EncodedImage(NamedTuple):
@@ -358,11 +169,7 @@ class JpegDeviceLoader:
         self.epoch = 1
         self.skip = 0
         self.encoded = JpegBytesDataset(dataset.samples, recipe, seed)
-        # Device tensors, as Normalize builds them; 255 too (see device_loader: CUDA divides by a
-        # host scalar through its reciprocal).
-        self.scale = torch.tensor(255.0, dtype=torch.float32).to(self.device)
-        self.mean = torch.tensor(recipe.mean, dtype=torch.float32).view(-1, 1, 1).to(self.device)
-        self.std = torch.tensor(recipe.std, dtype=torch.float32).view(-1, 1, 1).to(self.device)
+        self.normalize = UInt8ToNormalized(recipe.mean, recipe.std, self.device)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Serve epoch ``epoch`` from its ``skip``-th sample on (a run resumed mid-epoch)."""
@@ -451,7 +258,7 @@ class JpegDeviceLoader:
             pixels = torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        output = pixels.float().div_(self.scale).sub_(self.mean).div_(self.std)
+        output = self.normalize(pixels)
         labels = batch.labels.to(self.device, non_blocking=True)
         return output, labels, batch.index.to(self.device, non_blocking=True)
 

@@ -101,29 +101,25 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def all_reduce_sum(tensor: Tensor) -> Tensor:
-    """The sum over ranks (a new tensor); ``tensor`` itself is left alone."""
+def _all_reduce(tensor: Tensor, op: dist.ReduceOp) -> Tensor:
+    """``op`` over ranks, as a new tensor; ``tensor`` itself is left alone."""
     if not is_distributed():
         return tensor
-    total = tensor.clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total
+    result = tensor.clone()
+    dist.all_reduce(result, op=op)
+    return result
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    return _all_reduce(tensor, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(tensor: Tensor) -> Tensor:
-    if not is_distributed():
-        return tensor
-    result = tensor.clone()
-    dist.all_reduce(result, op=dist.ReduceOp.MAX)
-    return result
+    return _all_reduce(tensor, dist.ReduceOp.MAX)
 
 
 def all_reduce_min(tensor: Tensor) -> Tensor:
-    if not is_distributed():
-        return tensor
-    result = tensor.clone()
-    dist.all_reduce(result, op=dist.ReduceOp.MIN)
-    return result
+    return _all_reduce(tensor, dist.ReduceOp.MIN)
 
 
 def average_gradients(params) -> None:

@@ -25,8 +25,11 @@ import torch
 from torch import Tensor, nn
 
 from distillbench.data.device_loader import DeviceLoader, EpochPlan
+from distillbench.distillers.base import Distiller
+from distillbench.engine import distributed
 from distillbench.engine.checkpoint import save_atomic
-from distillbench.models.outputs import ModelOutput, forward_features
+from distillbench.errors import ConfigError
+from distillbench.models.outputs import ModelOutput, forward_features, probe_shapes
 
 log = logging.getLogger("distillbench")
 
@@ -166,3 +169,50 @@ def shared_teacher_caches() -> Iterator[None]:
         yield
     finally:
         _shared = None
+
+
+def teacher_cache_for(
+    teacher: nn.Module,
+    distiller: Distiller,
+    loader: DeviceLoader,
+    cache_dir: str | Path,
+    *,
+    optional: bool = False,
+) -> TeacherCache | None:
+    """The cache a run asked for, after checking it applies and fits; None when ``optional`` and it does not fit.
+
+    On several ranks rank 0 computes and saves the file and the others then read it.
+    """
+    if not distiller.teacher_cacheable or distiller.teacher_train_mode or distiller.teacher_grad:
+        raise ConfigError(
+            f"{type(distiller).__name__} reads more of the teacher than its logits and pooled embedding, so its "
+            "outputs cannot be cached; set trainer.teacher_cache=false."
+        )
+    if not hasattr(loader, "num_views"):
+        raise ConfigError("The teacher-output cache needs the device loader (dataset.loader=device), which "
+                          "numbers each sample's crop-and-flip view.")
+    if not _fits(teacher, loader, optional):
+        return None
+    is_main = distributed.rank() == 0
+    if not is_main:
+        distributed.barrier()
+    cache = load_or_compute_teacher_cache(teacher, loader, cache_dir, preact=distiller.preact)
+    if is_main:
+        distributed.barrier()
+    return cache
+
+
+def _fits(teacher: nn.Module, loader: DeviceLoader, optional: bool) -> bool:
+    """At most half the device's free memory: else the live teacher (``optional``), or a clear error."""
+    probe = probe_shapes(teacher, (2, *loader.dataset[0][0].shape))
+    per_view = probe.logits.shape[1] + probe.pooled.flatten(1).shape[1]
+    needed = len(loader.dataset) * loader.num_views * per_view * 4
+    free = device_free_bytes(loader.device)
+    if free is None or needed <= free / 2:
+        return True
+    message = (f"The teacher-output cache needs {needed / 1e9:.1f} GB, more than half of the {free / 1e9:.1f} GB "
+               f"free on {loader.device}.")
+    if optional:
+        log.warning("%s The teacher runs live instead.", message)
+        return False
+    raise ConfigError(f"{message} Set trainer.teacher_cache=auto or false, or free device memory.")

@@ -27,8 +27,7 @@ from distillbench.engine.metrics import EpochMeter, correct_topk
 from distillbench.engine.preemption import StopRequests
 from distillbench.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything
 from distillbench.engine.speed import SpeedOptions
-from distillbench.engine.teacher_cache import TeacherCache, device_free_bytes, load_or_compute_teacher_cache
-from distillbench.errors import ConfigError
+from distillbench.engine.teacher_cache import TeacherCache, teacher_cache_for
 from distillbench.loggers.base import RunInfo, RunLogger
 from distillbench.models.outputs import ModelOutput, forward_features, frozen_forward, probe_shapes
 
@@ -151,40 +150,8 @@ class Trainer:
 
     def _load_teacher_cache(self) -> None:
         """Teacher outputs per (image, view), for a method that reads only logits and the pooled embedding."""
-        d = self.distiller
-        if not d.teacher_cacheable or d.teacher_train_mode or d.teacher_grad:
-            raise ValueError(
-                f"{type(d).__name__} reads more of the teacher than its logits and pooled embedding, so its "
-                "outputs cannot be cached; set trainer.teacher_cache=false."
-            )
-        if not hasattr(self.train_loader, "num_views"):
-            raise ValueError("The teacher-output cache needs the device loader (dataset.loader=device), which "
-                             "numbers each sample's crop-and-flip view.")
-        if not self._teacher_cache_fits():
-            return
-        # Rank 0 computes and saves the file; the others read it.
-        if not self.is_main:
-            distributed.barrier()
-        self.teacher_cache = load_or_compute_teacher_cache(self.teacher, self.train_loader, self.teacher_cache_dir,
-                                                           preact=d.preact)
-        if self.is_main:
-            distributed.barrier()
-
-    def _teacher_cache_fits(self) -> bool:
-        """At most half the device's free memory: else the live teacher (auto), or a clear error (true)."""
-        sample = self.train_loader.dataset[0][0]
-        probe = probe_shapes(self.teacher, (2, *sample.shape))
-        per_view = probe.logits.shape[1] + probe.pooled.flatten(1).shape[1]
-        needed = len(self.train_loader.dataset) * self.train_loader.num_views * per_view * 4
-        free = device_free_bytes(self.device)
-        if free is None or needed <= free / 2:
-            return True
-        message = (f"The teacher-output cache needs {needed / 1e9:.1f} GB, more than half of the {free / 1e9:.1f} GB "
-                   f"free on {self.device}.")
-        if self.teacher_cache_optional:
-            log.warning("%s The teacher runs live instead.", message)
-            return False
-        raise ConfigError(f"{message} Set trainer.teacher_cache=auto or false, or free device memory.")
+        self.teacher_cache = teacher_cache_for(self.teacher, self.distiller, self.train_loader,
+                                               self.teacher_cache_dir, optional=self.teacher_cache_optional)
 
     def _evaluate_teacher(self) -> None:
         self.teacher_acc1 = evaluate(self.teacher, self.test_loader, self.device)["acc1"]

@@ -15,15 +15,9 @@ from torchvision import transforms as T
 
 from distillbench.data import jpeg_device
 from distillbench.data.imagenet import ImageFileDataset, build_imagenet
-from distillbench.data.jpeg_device import (
-    JpegDeviceLoader,
-    make_jpeg_device_loaders,
-    random_resized_crop_params,
-    read_jpeg_header,
-    recipe_of,
-    sample_seed,
-    train_crop,
-)
+from distillbench.data.imagenet_recipe import random_resized_crop_params, recipe_of, sample_seed, train_crop
+from distillbench.data.jpeg_device import JpegDeviceLoader, make_jpeg_device_loaders
+from distillbench.data.jpeg_header import read_jpeg_header
 from distillbench.data.loaders import make_loaders
 from distillbench.data.sampling import EpochSeededDataset, start_epoch
 

@@ -151,11 +151,10 @@ def test_cacheable_methods_read_only_logits_and_the_pooled_embedding(method: str
 
 def test_a_cache_too_big_for_the_device_falls_back_to_the_live_teacher_or_says_so(tmp_path, monkeypatch) -> None:
     from distillbench.distillers import KD
-    from distillbench.engine import trainer as trainer_module
     from distillbench.errors import ConfigError
     from tests.engine.test_trainer import make_trainer
 
-    monkeypatch.setattr(trainer_module, "device_free_bytes", lambda device: 1_000)
+    monkeypatch.setattr(cache_module, "device_free_bytes", lambda device: 1_000)
     train = loader(n=6)
     common = dict(teacher=teacher(), distiller=KD(weight=1.0, temperature=4.0), train_loader=train,
                   test_loader=train, epochs=1, teacher_cache_dir=tmp_path / "cache")
