@@ -29,7 +29,7 @@ from torch import Tensor
 from torchvision import transforms as T
 
 from distillbench.data.instance import InstanceDataset
-from distillbench.data.sampling import EpochShuffleSampler
+from distillbench.data.sampling import EpochLoader, EpochShuffleSampler
 from distillbench.data.transforms import UInt8ToNormalized
 from distillbench.engine.seeding import epoch_seed
 
@@ -117,7 +117,7 @@ class EpochPlan:
         return EpochPlan(self.index[part], *(None if t is None else t[part] for t in (self.top, self.left, self.flip)))
 
 
-class DeviceLoader:
+class DeviceLoader(EpochLoader):
     """Serves ``(images, labels, index, view)`` batches of ``dataset`` built on ``device``.
 
     Images are float32 NCHW (channels_last strides if asked), labels and indices int64, all on
@@ -139,20 +139,11 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.dataset = dataset
-        self.batch_size = batch_size
+        super().__init__(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
+                         world_size=world_size)
         self.device = torch.device(device)
         self.recipe = recipe
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
         self.channels_last = channels_last
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 1
-        self.skip = 0
         # torch.tensor copies, so read-only arrays (the digits cache) are fine.
         self.images = torch.tensor(dataset.data, device=self.device).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.tensor(dataset.targets, dtype=torch.int64, device=self.device)
@@ -164,13 +155,6 @@ class DeviceLoader:
             raise ValueError(f"A {self.crop_size} crop does not fit {height}x{width} images padded by "
                              f"{recipe.padding}.")
         self.normalize = UInt8ToNormalized(recipe.mean, recipe.std, self.device)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Serve epoch ``epoch`` from its ``skip``-th sample on (a run resumed mid-epoch)."""
-        if not 0 <= skip <= len(self.dataset):
-            raise ValueError(f"skip must lie in [0, {len(self.dataset)}], got {skip}")
-        self.epoch = epoch
-        self.skip = skip
 
     @property
     def num_views(self) -> int:
@@ -184,14 +168,6 @@ class DeviceLoader:
         left = zeros if plan.left is None else plan.left
         flip = zeros if plan.flip is None else plan.flip.long()
         return (top * (self.spans[1] + 1) + left) * 2 + flip
-
-    @property
-    def global_batch_size(self) -> int:
-        return self.batch_size * self.world_size
-
-    def __len__(self) -> int:
-        remaining, step = len(self.dataset) - self.skip, self.global_batch_size
-        return remaining // step if self.drop_last else -(-remaining // step)
 
     def plan(self) -> EpochPlan:
         """The whole current epoch, independent of ``skip``.

@@ -41,7 +41,7 @@ from torchvision.transforms.v2 import functional as TF
 from distillbench.data.imagenet import ImageFileDataset
 from distillbench.data.imagenet_recipe import Recipe, recipe_of, train_crop
 from distillbench.data.jpeg_header import pil_decode, read_jpeg_header
-from distillbench.data.sampling import EpochShuffleSampler
+from distillbench.data.sampling import EpochLoader, EpochShuffleSampler
 from distillbench.data.transforms import UInt8ToNormalized
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class JpegBytesDataset(Dataset):
         return EncodedImage(data, label, index, (height, width), crop)
 
 
-class JpegDeviceLoader:
+class JpegDeviceLoader(EpochLoader):
     """Serves ``(images, labels, index)`` batches of an image-folder dataset, built on ``device``.
 
     Images are float32 NCHW (channels_last strides if asked), labels and indices int64, all on
@@ -153,34 +153,14 @@ class JpegDeviceLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.dataset = dataset
-        self.batch_size = batch_size
+        super().__init__(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
+                         world_size=world_size)
         self.device = torch.device(device)
         self.recipe = recipe
-        self.shuffle = shuffle
-        self.seed = seed
         self.num_workers = num_workers
-        self.drop_last = drop_last
         self.channels_last = channels_last
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 1
-        self.skip = 0
         self.encoded = JpegBytesDataset(dataset.samples, recipe, seed)
         self.normalize = UInt8ToNormalized(recipe.mean, recipe.std, self.device)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Serve epoch ``epoch`` from its ``skip``-th sample on (a run resumed mid-epoch)."""
-        if not 0 <= skip <= len(self.dataset):
-            raise ValueError(f"skip must lie in [0, {len(self.dataset)}], got {skip}")
-        self.epoch = epoch
-        self.skip = skip
-
-    def __len__(self) -> int:
-        remaining, step = len(self.dataset) - self.skip, self.batch_size * self.world_size
-        return remaining // step if self.drop_last else -(-remaining // step)
 
     def sampler(self) -> EpochShuffleSampler:
         """The epoch's order (the reference path's), this rank's share of each global batch."""

@@ -96,6 +96,41 @@ class EpochSeededDataset(Dataset):
         return getattr(self.dataset, name)
 
 
+class EpochLoader:
+    """What the device-side loaders share: told the epoch and the samples already consumed
+    (``set_epoch(epoch, skip)``), serving this rank's share of global batches of
+    ``batch_size * world_size``, the last partial batch kept unless ``drop_last``."""
+
+    def __init__(self, dataset, batch_size: int, *, shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 1
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Serve epoch ``epoch`` from its ``skip``-th sample on (a run resumed mid-epoch)."""
+        if not 0 <= skip <= len(self.dataset):
+            raise ValueError(f"skip must lie in [0, {len(self.dataset)}], got {skip}")
+        self.epoch = epoch
+        self.skip = skip
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world_size
+
+    def __len__(self) -> int:
+        remaining, step = len(self.dataset) - self.skip, self.global_batch_size
+        return remaining // step if self.drop_last else -(-remaining // step)
+
+
 def start_epoch(loader, epoch: int, skip: int = 0) -> None:
     """Point a training loader at ``epoch``, skipping the first ``skip`` samples (a resumed epoch).
 
