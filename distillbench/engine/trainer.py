@@ -133,7 +133,7 @@ class Trainer:
 
         On several ranks DDP wraps the student only (its gradients are averaged during backward,
         rank 0's BN buffers broadcast each forward); the frozen teacher stays plain, and the
-        distiller's extras average their gradients after backward (``_step``).
+        distiller's extras average their gradients after backward (``distributed.average_gradients``).
         """
         self.speed.prepare_model(self.model)
         student = self.model
