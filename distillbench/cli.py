@@ -32,6 +32,7 @@ from distillbench.engine.preemption import Preempted
 from distillbench.engine.seeding import seed_everything
 from distillbench.engine.side_by_side import fit_side_by_side
 from distillbench.engine.speed import SpeedOptions, use_fused_optimizer
+from distillbench.engine.teacher_cache import why_not_cacheable
 from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Trainer
 from distillbench.errors import ConfigError, RunDirError
 from distillbench.loggers import ConsoleLogger, FileLogger, LoggerGroup, RunInfo, WandbLogger
@@ -165,19 +166,14 @@ def teacher_cache_dir(cfg: DictConfig, distiller, train_loader, device: torch.de
     setting = cfg.trainer.teacher_cache
     if setting is False or distiller is None:
         return None
-    usable = (distiller.teacher_cacheable and not distiller.teacher_train_mode and not distiller.teacher_grad
-              and hasattr(train_loader, "num_views"))
+    reason = why_not_cacheable(distiller, train_loader)
     if setting == "auto":
-        return Path(cfg.paths.cache) if usable and device.type == "cuda" else None
+        return Path(cfg.paths.cache) if reason is None and device.type == "cuda" else None
     if setting is not True:
         raise ConfigError(f"trainer.teacher_cache must be true, false or auto, got '{setting}'.")
-    if not usable:
-        raise ConfigError(
-            f"trainer.teacher_cache=true, but {cfg.distiller.name} with dataset.loader={cfg.dataset.loader} cannot "
-            "use it: the cache holds only the teacher's logits and pooled embedding of a frozen eval-mode teacher, "
-            "and needs dataset.loader=device to know each sample's crop-and-flip view. Use trainer.teacher_cache="
-            "auto or false for this method, or dataset.loader=device."
-        )
+    if reason is not None:
+        raise ConfigError(f"trainer.teacher_cache=true, but {cfg.distiller.name}: {reason} Use "
+                          "trainer.teacher_cache=auto or false for it, or dataset.loader=device.")
     return Path(cfg.paths.cache)
 
 

@@ -60,9 +60,12 @@ class EpochShuffleSampler(Sampler[int]):
         return iter(self.positions().tolist())
 
     def __len__(self) -> int:
+        remaining = self.num_samples - self.skip
         if self.world_size == 1:
-            return self.num_samples - self.skip
-        return len(self.positions())
+            return remaining
+        full, tail = divmod(remaining, self.global_batch)
+        rank, world = self.rank, self.world_size
+        return full * (self.global_batch // world) + (rank + 1) * tail // world - rank * tail // world
 
 
 def rank_share(batch, rank: int, world_size: int):

@@ -112,7 +112,8 @@ class MemoryBank(nn.Module):
 
         On several ranks the whole global batch is applied, so every rank keeps the same bank.
         """
-        index, values = distributed.gather_batch(index), distributed.gather_batch(values)
+        counts = distributed.row_counts(index.shape[0], index.device)
+        index, values = distributed.gather_rows(index, counts), distributed.gather_rows(values, counts)
         rows = self.bank.index_select(0, index) * self.momentum + values.detach().to(self.bank.dtype) * (
             1 - self.momentum
         )
@@ -230,8 +231,9 @@ class ClassAwareSampler(nn.Module):
         single-process run, and a generator state any rank's checkpoint can restore.
         """
         if distributed.is_distributed():
-            rows = self._draw(distributed.gather_batch(index), distributed.gather_batch(labels), epoch)
-            return distributed.own_rows(rows, index.shape[0])
+            counts = distributed.row_counts(index.shape[0], index.device)
+            rows = self._draw(distributed.gather_rows(index, counts), distributed.gather_rows(labels, counts), epoch)
+            return rows[distributed.own_slice(counts)]
         return self._draw(index, labels, epoch)
 
     def _draw(self, index: Tensor, labels: Tensor, epoch: int) -> Tensor:

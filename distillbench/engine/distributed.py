@@ -146,32 +146,36 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
         dist.broadcast(buffer, src=0)
 
 
-def gather_batch(tensor: Tensor) -> Tensor:
-    """The ranks' tensors concatenated along dim 0 in rank order: the global batch.
-
-    Ranks may hold different numbers of rows (the last partial batch); no gradient flows back.
-    """
+def row_counts(local_rows: int, device: torch.device) -> list[int]:
+    """How many rows each rank holds (ranks differ on the last partial batch): one small all-gather."""
     if not is_distributed():
-        return tensor
-    tensor = tensor.detach().contiguous()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+        return [local_rows]
+    size = torch.tensor([local_rows], device=device)
     sizes = [torch.empty_like(size) for _ in range(world_size())]
     dist.all_gather(sizes, size)
-    counts = [int(s) for s in sizes]
-    padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
+    return [int(s) for s in sizes]
+
+
+def gather_rows(tensor: Tensor, counts: list[int]) -> Tensor:
+    """The ranks' tensors concatenated along dim 0 in rank order, given ``row_counts``; no gradient flows back."""
+    if not is_distributed():
+        return tensor
+    padded = tensor.detach().new_zeros((max(counts), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor.detach()
     parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded)
     return torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)])
 
 
-def own_rows(global_rows: Tensor, local_count: int) -> Tensor:
-    """This rank's rows of a tensor laid out like ``gather_batch``'s result."""
-    if not is_distributed():
-        return global_rows
-    counts = gather_batch(torch.tensor([local_count], device=global_rows.device)).tolist()
+def gather_batch(tensor: Tensor) -> Tensor:
+    """The global batch of a per-rank tensor (rank order)."""
+    return gather_rows(tensor, row_counts(tensor.shape[0], tensor.device))
+
+
+def own_slice(counts: list[int]) -> slice:
+    """This rank's rows in a tensor laid out like ``gather_rows``'s result."""
     start = sum(counts[: rank()])
-    return global_rows[start:start + local_count]
+    return slice(start, start + counts[rank()])
 
 
 def barrier() -> None:

@@ -171,6 +171,17 @@ def shared_teacher_caches() -> Iterator[None]:
         _shared = None
 
 
+def why_not_cacheable(distiller: Distiller, loader: object) -> str | None:
+    """None when the cache can stand in for this method's teacher on this loader; else why not."""
+    if not distiller.teacher_cacheable or distiller.teacher_train_mode or distiller.teacher_grad:
+        return (f"{type(distiller).__name__} reads more of the teacher than its logits and pooled embedding of a "
+                "frozen eval-mode teacher, so its teacher's outputs cannot be cached.")
+    if not hasattr(loader, "num_views"):
+        return ("The teacher-output cache needs the device loader (dataset.loader=device), which numbers each "
+                "sample's crop-and-flip view.")
+    return None
+
+
 def teacher_cache_for(
     teacher: nn.Module,
     distiller: Distiller,
@@ -183,14 +194,9 @@ def teacher_cache_for(
 
     On several ranks rank 0 computes and saves the file and the others then read it.
     """
-    if not distiller.teacher_cacheable or distiller.teacher_train_mode or distiller.teacher_grad:
-        raise ConfigError(
-            f"{type(distiller).__name__} reads more of the teacher than its logits and pooled embedding, so its "
-            "outputs cannot be cached; set trainer.teacher_cache=false."
-        )
-    if not hasattr(loader, "num_views"):
-        raise ConfigError("The teacher-output cache needs the device loader (dataset.loader=device), which "
-                          "numbers each sample's crop-and-flip view.")
+    reason = why_not_cacheable(distiller, loader)
+    if reason is not None:
+        raise ConfigError(f"{reason} Set trainer.teacher_cache=auto or false.")
     if not _fits(teacher, loader, optional):
         return None
     is_main = distributed.rank() == 0
