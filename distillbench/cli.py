@@ -7,45 +7,62 @@ this module imports Hydra.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from distillbench.data.device_loader import make_device_loaders
-from distillbench.data.errors import DatasetCorruptError, DatasetNotFoundError
 from distillbench.data.holdout import holdout_split
 from distillbench.data.jpeg_device import make_jpeg_device_loaders
 from distillbench.data.loaders import make_loaders
 from distillbench.engine import distributed
-from distillbench.engine.checkpoint import CHECKPOINT_NAMES, CheckpointError, load_model_weights
+from distillbench.engine.checkpoint import load_model_weights
 from distillbench.engine.distributed import DistContext, check_batch_divides, init_distributed
 from distillbench.engine.preemption import Preempted
 from distillbench.engine.seeding import seed_everything
 from distillbench.engine.side_by_side import fit_side_by_side
 from distillbench.engine.speed import SpeedOptions, use_fused_optimizer
-from distillbench.engine.teacher_cache import why_not_cacheable
-from distillbench.engine.trainer import CHECKPOINT_DIR, DivergenceError, Trainer
-from distillbench.errors import ConfigError, RunDirError
+from distillbench.engine.teacher_cache import weights_checksum, why_not_cacheable
+from distillbench.engine.trainer import Trainer
+from distillbench.errors import EXIT_USER_ERROR, ConfigError, UserError
+from distillbench.identity import variant_name, variant_overrides
 from distillbench.loggers import ConsoleLogger, FileLogger, LoggerGroup, RunInfo, WandbLogger
-from distillbench.loggers.files import INIT_METRICS_FILE, METRICS_FILE, SUMMARY_FILE
 from distillbench.models import create_model
 from distillbench.models.linear_probe import build_linear_probe
+from distillbench.rundir import RunPlan, claim_run_dir
+from distillbench.validation import validate
 
 log = logging.getLogger("distillbench")
 
 # The repository's configs/ (the package is installed in editable mode).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-USER_ERRORS = (ConfigError, RunDirError, DatasetNotFoundError, DatasetCorruptError, CheckpointError, DivergenceError)
+# distillbench's log lines, beside the run's other files (written once the directory is claimed).
+LOG_FILE = "train.log"
+
+
+def build_object(node: DictConfig):
+    """``hydra.utils.instantiate``, with the user's mistakes (a ``UserError`` raised by what is built)
+    passed on as they are rather than wrapped in Hydra's instantiation error and its traceback."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -58,30 +75,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu or auto.")
     return device
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to overwrite earlier work unless told to: finished or unfinished runs alike."""
-    summary = run_dir / SUMMARY_FILE
-    checkpoints = [run_dir / CHECKPOINT_DIR / name for name in CHECKPOINT_NAMES]
-    has_checkpoint = any(c.exists() for c in checkpoints)
-    if overwrite:
-        for path in (summary, run_dir / METRICS_FILE, run_dir / INIT_METRICS_FILE, run_dir / "model.pth"):
-            path.unlink(missing_ok=True)
-        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-        return
-    if resume:
-        return
-    if summary.exists():
-        raise RunDirError(
-            f"The run directory {run_dir} already holds a finished run (see {summary}). Nothing was changed. "
-            "Choose another seed or name, point hydra.run.dir elsewhere, or pass overwrite=true to replace it."
-        )
-    if has_checkpoint:
-        raise RunDirError(
-            f"The run directory {run_dir} holds an unfinished run (checkpoints in {run_dir / CHECKPOINT_DIR}). "
-            "Pass resume=true to continue it, or overwrite=true to start it again from scratch."
-        )
 
 
 def build_teacher(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
@@ -113,7 +106,7 @@ def build_probe(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
             f"The checkpoint of the network to probe, '{path}', does not exist. A linear probe trains a classifier "
             f"on a network already trained on {probe.source_dataset}: train it first with `python -m distillbench "
             f"experiment={probe.source_experiment} seed={cfg.seed}`, whose run directory "
-            f"({cfg.paths.runs}/{probe.source_experiment}/seed{cfg.seed}) then holds model.pth, and point "
+            f"({cfg.paths.runs}/{probe.source_experiment}/default/seed{cfg.seed}) then holds model.pth, and point "
             "probe.checkpoint=/path/to/model.pth at it if that is not the path above. Any {'model': state_dict} "
             f"file of a {probe.arch} with {probe.source_num_classes} classes loads (distillbench's model.pth, "
             "RepDistiller's checkpoints)."
@@ -128,13 +121,30 @@ def build_loaders(cfg: DictConfig, train_set, test_set, device: torch.device, ch
     """``dataset.loader``: torch (DataLoader + PIL, the reference), device (in-memory sets held on the device),
     jpeg_device (image folders decoded and augmented on the device), or auto (device for in-memory sets on a GPU)."""
     ctx = ctx or DistContext()
-    kind = cfg.dataset.loader
-    if kind == "auto":
-        kind = "device" if device.type == "cuda" and hasattr(train_set, "data") else "torch"
+    kind = loader_kind(cfg, train_set, device)
+    if kind == "device" and cfg.dataset.loader == "auto":
+        # auto (trainer=fast) keeps the DataLoader for in-memory sets whose transforms the device loader does not
+        # reproduce (STL-10's Resize), instead of failing.
+        from distillbench.data.device_loader import recipe_of
+
+        try:
+            recipe_of(train_set.transform), recipe_of(test_set.transform)
+        except ValueError:
+            kind = "torch"
     # dataset.batch_size is the global batch; each rank loads its share.
     batch = per_rank_batch(cfg.dataset.batch_size, len(train_set), ctx.world_size)
     test_batch = max(1, cfg.dataset.test_batch_size // ctx.world_size)
-    shards = {"rank": ctx.rank, "world_size": ctx.world_size}
+    # The last partial training batch is dropped when the recipe says so (dataset.drop_last: RRD's loader), or when
+    # it is smaller than the method can use (Distiller.min_batch_size, read from the spec: nothing is built yet).
+    from distillbench.data.loaders import last_batch_dropped
+    from distillbench.distillers.requirements import min_batch_size
+
+    method = cfg.distiller.method if cfg.role == "student" else None
+    spec = OmegaConf.to_container(method, resolve=True) if method is not None else None
+    drop_last = last_batch_dropped(len(train_set), batch, world_size=ctx.world_size,
+                                   drop_last=bool(cfg.dataset.get("drop_last", False)),
+                                   min_batch_size=min_batch_size(spec), needed_by=f"distiller {cfg.distiller.name}")
+    shards = {"rank": ctx.rank, "world_size": ctx.world_size, "drop_last": drop_last}
     if kind == "device":
         device_test_batch = cfg.dataset.get("device_test_batch_size") or cfg.dataset.test_batch_size
         return make_device_loaders(train_set, test_set, batch, max(1, device_test_batch // ctx.world_size), device,
@@ -147,6 +157,14 @@ def build_loaders(cfg: DictConfig, train_set, test_set, device: torch.device, ch
                                         cfg.dataset.test_num_workers, device, seed=cfg.seed,
                                         channels_last=channels_last, **shards)
     raise ConfigError(f"dataset.loader must be 'torch', 'device', 'jpeg_device' or 'auto', got '{kind}'.")
+
+
+def loader_kind(cfg: DictConfig, train_set, device: torch.device) -> str:
+    """``dataset.loader`` with ``auto`` decided: the device loader for in-memory sets on a GPU."""
+    kind = cfg.dataset.loader
+    if kind == "auto":
+        kind = "device" if device.type == "cuda" and hasattr(train_set, "data") else "torch"
+    return kind
 
 
 def per_rank_batch(global_batch: int, dataset_size: int, world_size: int) -> int:
@@ -189,7 +207,7 @@ def build_optimizer_factory(cfg: DictConfig, device: torch.device):
     fused = use_fused_optimizer(cfg.trainer.fused_optimizer, device)
     if fused is not None:
         extra["fused"] = fused
-    factory = instantiate(cfg.optim)
+    factory = build_object(cfg.optim)
     return functools.partial(factory, **extra) if extra else factory
 
 
@@ -204,12 +222,29 @@ def build_loggers(cfg: DictConfig, console_prefix: str = "") -> LoggerGroup:
     return LoggerGroup(loggers)
 
 
-def run_job(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train one model as ``cfg`` says, in ``run_dir``; return its summary."""
-    return build_trainer(cfg, run_dir).fit()
+def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
+    """Train one model as ``cfg`` says, in ``run_dir``; return its summary. ``overrides`` are the
+    command line's, recorded with the run (they name its variant)."""
+    trainer = build_trainer(cfg, run_dir, overrides=overrides)
+    with log_file(Path(run_dir) / LOG_FILE):
+        return trainer.fit()
 
 
-def run_side_by_side(cfg: DictConfig, run_dir: Path) -> list[dict]:
+@contextlib.contextmanager
+def log_file(path: Path):
+    """Also write distillbench's log lines to ``path`` while the run trains (appended on resume)."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def run_side_by_side(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> list[dict]:
     """``cfg`` once per seed of ``side_by_side_seeds``, all in this process: run directories ``seed<s>``
     beside ``run_dir``, steps interleaved (``engine.side_by_side``)."""
     seeds = list(cfg.side_by_side_seeds)
@@ -219,18 +254,33 @@ def run_side_by_side(cfg: DictConfig, run_dir: Path) -> list[dict]:
         raise ConfigError("side_by_side_seeds packs runs into one process; it does not combine with torchrun or "
                           "SLURM tasks. Launch one of them.")
     trainers = []
-    for seed in seeds:
-        seed_cfg = cfg.copy()
-        seed_cfg.seed = seed
-        seed_cfg.side_by_side_seeds = None
-        seed_cfg.trainer.progress = False  # one bar per run would garble the console
-        trainers.append(build_trainer(seed_cfg, Path(run_dir).parent / f"seed{seed}", f"[seed {seed}] "))
+    try:
+        for seed in seeds:
+            seed_cfg = cfg.copy()
+            seed_cfg.seed = seed
+            seed_cfg.side_by_side_seeds = None
+            seed_cfg.trainer.progress = False  # one bar per run would garble the console
+            trainers.append(build_trainer(seed_cfg, Path(run_dir).parent / f"seed{seed}", f"[seed {seed}] ",
+                                          overrides=overrides))
+    except BaseException:
+        for trainer in trainers:  # free the directories already claimed
+            if trainer.run_lock is not None:
+                trainer.run_lock.release()
+        raise
     return fit_side_by_side(trainers)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> Trainer:
-    """Everything ``cfg`` asks for, built and handed to a ``Trainer`` (not yet started)."""
+def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
+                  overrides: list[str] | None = None) -> Trainer:
+    """Everything ``cfg`` asks for, built and handed to a ``Trainer`` (not yet started).
+
+    Nothing is written before everything has been built and the run directory has been claimed
+    for this run's identity (``distillbench.rundir``): a wrong value, a missing file or a resume
+    with another config fails with the directory untouched.
+    """
     run_dir = Path(run_dir)
+    validate(cfg)
+    overrides = list(overrides or [])
     # A job SLURM requeued (after a preemption or a time limit) continues its run.
     resume = bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0
     ctx = init_distributed(resolve_device(cfg.trainer.device).type, cfg.trainer.distributed.backend)
@@ -238,11 +288,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> T
         logging.getLogger("distillbench").setLevel(logging.WARNING)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("jobs", None)
-    if ctx.is_main:  # one run directory for all ranks, written by rank 0
-        prepare_run_dir(run_dir, resume, cfg.overwrite)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-    distributed.barrier()
 
     device = resolve_device(cfg.trainer.device, ctx.local_rank)
     if cfg.trainer.distributed.sync_bn and ctx.enabled and device.type != "cuda":
@@ -253,8 +298,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> T
     num_classes = cfg.dataset.num_classes
     # Models and the teacher checkpoint first: a wrong name fails before any data is read. The trained
     # network is built first, so one seed gives it the same initial weights whatever the method.
-    if cfg.role not in ("student", "teacher", "probe"):
-        raise ConfigError(f"role must be 'student', 'teacher' or 'probe', got '{cfg.role}'.")
     if cfg.role == "probe":  # a linear head on a frozen CIFAR network; no teacher, no distiller
         model, trained = build_probe(cfg, num_classes), cfg.probe
     else:
@@ -266,10 +309,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> T
     if cfg.role == "student":
         job_type, method, ce_weight = "student", cfg.distiller.name, cfg.distiller.ce_weight
         if cfg.distiller.method is not None:
-            distiller = instantiate(cfg.distiller.method)
+            distiller = build_object(cfg.distiller.method)
             teacher = build_teacher(cfg, num_classes)
 
-    train_set, test_set = instantiate(cfg.dataset.build)
+    train_set, test_set = build_object(cfg.dataset.build)
     eval_split = "test"
     if cfg.dataset.get("holdout"):
         # Tuning: score on images held out of the training set, never on the test set.
@@ -279,6 +322,20 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> T
     speed = SpeedOptions.resolve(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.compile,
                                  cfg.trainer.compile_backend)
     train_loader, test_loader = build_loaders(cfg, train_set, test_set, device, speed.channels_last, ctx)
+    make_optimizer = build_optimizer_factory(cfg, device)
+    cache_dir = teacher_cache_dir(cfg, distiller, train_loader, device)
+
+    resolved = resolved_settings(cfg, device, speed, train_set, cache_dir, ctx, teacher, model if
+                                 cfg.role == "probe" else None)
+    plan = RunPlan(run_dir=run_dir, experiment=cfg.name, variant=variant_name(overrides), seed=cfg.seed,
+                   config=config, resolved=resolved, overrides=overrides,
+                   variant_overrides=variant_overrides(overrides),
+                   data=dict(getattr(train_set, "provenance", {}) or {}))
+    lock = None
+    if ctx.is_main:  # one run directory for all ranks, claimed and written by rank 0
+        lock = claim_run_dir(plan, resume, cfg.overwrite)
+        log.info("run %s (identity %s) in %s", plan.variant, plan.identity, run_dir)
+    distributed.barrier()
 
     tags = {"method": method, "arch": trained.arch, "dataset": cfg.dataset.name, "eval_split": eval_split}
     if teacher is not None:
@@ -288,14 +345,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> T
         tags.update(dataset=cfg.probe.table, probe_dataset=cfg.dataset.name, teacher=cfg.probe.teacher,
                     student=cfg.probe.student)
     published = {"published_acc1": cfg.published.acc1} if cfg.get("published") else {}
-    info = RunInfo(name=cfg.name, job_type=job_type, run_dir=str(run_dir), seed=cfg.seed, config=config, tags=tags,
-                   summary_fields=published)
+    record = {"experiment": cfg.name, "variant": plan.variant, "identity": plan.identity, "group": plan.group,
+              "precision": resolved["trainer.precision"],
+              "data_generated": bool(plan.data.get("generated", False))}
+    info = RunInfo(name=cfg.name, job_type=job_type, run_dir=str(run_dir), seed=cfg.seed,
+                   config={**config, "resolved": resolved}, tags=tags, summary_fields={**published, **record},
+                   identity=plan.identity, group=plan.group, variant=plan.variant)
     return Trainer(
         model=model,
         train_loader=train_loader,
         test_loader=test_loader,
-        make_optimizer=build_optimizer_factory(cfg, device),
-        make_scheduler=instantiate(cfg.sched),
+        make_optimizer=make_optimizer,
+        make_scheduler=build_object(cfg.sched),
         epochs=cfg.trainer.epochs,
         run_dir=run_dir,
         logger=build_loggers(cfg, console_prefix) if ctx.is_main else LoggerGroup([]),
@@ -313,13 +374,37 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "") -> T
         detect_anomaly=cfg.trainer.detect_anomaly,
         progress=cfg.trainer.progress,
         speed=speed,
-        teacher_cache_dir=teacher_cache_dir(cfg, distiller, train_loader, device),
+        teacher_cache_dir=cache_dir,
         teacher_cache_optional=cfg.trainer.teacher_cache == "auto",
         sync_bn=bool(cfg.trainer.distributed.sync_bn) and ctx.enabled,
+        run_lock=lock,
     )
 
 
-def run_jobs(cfg: DictConfig, run_dir: Path) -> dict[str, dict]:
+def resolved_settings(cfg: DictConfig, device: torch.device, speed: SpeedOptions, train_set, cache_dir,
+                      ctx: DistContext, teacher: torch.nn.Module | None, probe: torch.nn.Module | None) -> dict:
+    """Every ``auto`` as decided on this machine, and the facts a config names only by path, under the
+    config keys they decide: they replace the config's values in the run's identity."""
+    fused = use_fused_optimizer(cfg.trainer.fused_optimizer, device)
+    resolved = {
+        "trainer.device_type": device.type,
+        "trainer.precision": speed.precision,
+        "trainer.channels_last": speed.channels_last,
+        "trainer.compile": speed.compile_mode or False,
+        "trainer.fused_optimizer": bool(fused),
+        "dataset.loader": loader_kind(cfg, train_set, device),
+        "world_size": ctx.world_size,
+        "per_rank_batch": per_rank_batch(cfg.dataset.batch_size, len(train_set), ctx.world_size),
+        "teacher_cache_planned": cache_dir is not None,
+    }
+    if teacher is not None:  # the weights, whatever file or download they came from
+        resolved["teacher.weights_sha256"] = weights_checksum(teacher)
+    if probe is not None:
+        resolved["probe.weights_sha256"] = weights_checksum(probe)
+    return resolved
+
+
+def run_jobs(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, dict]:
     """Run ``cfg.jobs`` in order, each as ``cfg`` with its patch merged in, in ``run_dir/<job>``."""
     summaries = {}
     base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "jobs"])
@@ -327,7 +412,7 @@ def run_jobs(cfg: DictConfig, run_dir: Path) -> dict[str, dict]:
         job_cfg = OmegaConf.merge(base, patch)
         job_cfg.run_dir = str(run_dir)
         log.info("== job %s ==", name)
-        summaries[name] = run_job(job_cfg, run_dir / name)
+        summaries[name] = run_job(job_cfg, run_dir / name, overrides)
     return summaries
 
 
@@ -338,23 +423,42 @@ def results_table(summaries: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def current_overrides() -> list[str]:
+    """The command line's overrides for this job (a sweep's job sees its own values)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # no Hydra run (configs composed in tests)
+        return []
+
+
+# The run directory's variant part, from the overrides of the job being launched (configs/config.yaml).
+OmegaConf.register_new_resolver("distillbench.variant", lambda: variant_name(current_overrides()), replace=True)
+OmegaConf.register_new_resolver("distillbench.abspath", lambda path: os.path.abspath(str(path)), replace=True)
+
+
+def report_user_error(err: UserError) -> None:
+    """One paragraph, no traceback: the message says what is wrong and what to do."""
+    log.error("%s", " ".join(str(err).split()))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns ``cfg.optimized_metric`` of the run's summary, for hyperparameter sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    overrides = current_overrides()
     try:
         if cfg.get("jobs"):
-            summaries = run_jobs(cfg, run_dir)
+            summaries = run_jobs(cfg, run_dir, overrides)
             print("\n" + results_table(summaries) + "\n", flush=True)
             return None
         if cfg.get("side_by_side_seeds"):
-            run_side_by_side(cfg, run_dir)
+            run_side_by_side(cfg, run_dir, overrides)
             return None
-        summary = run_job(cfg, run_dir)
+        summary = run_job(cfg, run_dir, overrides)
         return summary[cfg.optimized_metric] if cfg.get("optimized_metric") else None
-    except USER_ERRORS as err:
-        log.error("%s", err)
-        sys.exit(1)
+    except UserError as err:
+        report_user_error(err)
+        sys.exit(EXIT_USER_ERROR)
     except Preempted as err:
         log.warning("%s", err)
         sys.exit(128 + err.signum)  # as if killed by the signal, but with the work saved

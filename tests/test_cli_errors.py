@@ -1,11 +1,18 @@
-"""Mistakes a user can make end in one clear paragraph, exit code 1 and no traceback."""
+"""Mistakes a user can make end in one clear paragraph, no traceback, and exit code 2 (distillbench's own
+checks) or 1 (Hydra's, for names that do not compose)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from tests.conftest import tiny_run_overrides
+import pytest
+import torch
+
+from distillbench.cli import build_trainer
+from distillbench.errors import ConfigError, UserError
+from distillbench.models import create_model
+from tests.conftest import compose_config, tiny_run_overrides
 
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -21,7 +28,7 @@ def test_wrong_model_name_lists_the_valid_ones(fake_cifar_root, tmp_path):
     result = run_cli("experiment=kd_resnet32x4_8x4", "student.arch=resnet9000", "trainer.epochs=1",
                      "teacher.checkpoint=unused.pth", "distiller=none",
                      *tiny_run_overrides(fake_cifar_root, tmp_path / "runs"), cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Unknown model 'resnet9000'" in result.output
     assert "resnet32x4" in result.output and "ShuffleV2" in result.output
     assert "Traceback" not in result.output
@@ -30,7 +37,7 @@ def test_wrong_model_name_lists_the_valid_ones(fake_cifar_root, tmp_path):
 def test_missing_dataset_says_where_the_files_must_be(tmp_path):
     result = run_cli("experiment=teacher_resnet56", f"dataset.root={tmp_path / 'nowhere'}", "trainer.device=cpu",
                      f"paths.runs={tmp_path / 'runs'}", "logger.wandb.mode=disabled", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "cifar-100-python" in result.output
     assert "dataset.download=true" in result.output
     assert "Traceback" not in result.output
@@ -39,7 +46,7 @@ def test_missing_dataset_says_where_the_files_must_be(tmp_path):
 def test_missing_teacher_checkpoint_says_how_to_get_one(fake_cifar_root, tmp_path):
     result = run_cli("experiment=kd_resnet32x4_8x4", *tiny_run_overrides(fake_cifar_root, tmp_path / "runs"),
                      cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "experiment=teacher_resnet32x4" in result.output
     assert "teacher.checkpoint=" in result.output
     assert "Traceback" not in result.output
@@ -58,3 +65,42 @@ def test_unknown_distiller_and_dataset_list_the_valid_ones(tmp_path):
     result = run_cli("dataset=cifar1000", cwd=tmp_path)
     assert result.returncode == 1
     assert "cifar100" in result.output and "digits" in result.output
+
+
+@pytest.mark.parametrize("override, says", [
+    ("trainer.epochs=abc", "trainer.epochs='abc' is not valid: it must be a whole number >= 1"),
+    ("trainer.epochs=0", "trainer.epochs=0 is not valid"),
+    ("dataset.batch_size=0", "dataset.batch_size=0 is not valid"),
+    ("dataset.batch_size=-1", "dataset.batch_size=-1 is not valid"),
+    ("distiller.method.weight=abc", "distiller.method.weight='abc' is not valid: it must be a number"),
+    ("logger.wandb.mode=bogus", "logger.wandb.mode='bogus' is not valid: it must be one of auto, online"),
+    ("dataset.loader=gpu", "dataset.loader='gpu' is not valid"),
+    ("optim.lr=fast", "optim.lr='fast' is not valid"),
+])
+def test_out_of_range_or_mistyped_values_are_refused_before_anything_is_built(override, says, tmp_path):
+    cfg = compose_config(["experiment=kd_resnet32x4_8x4", override], run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError) as err:
+        build_trainer(cfg, tmp_path / "run")
+    assert says in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_user_error_is_one_paragraph_with_exit_code_2_and_no_file_written(tmp_path):
+    result = run_cli("experiment=kd_resnet32x4_8x4", "trainer.epochs=abc", f"paths.runs={tmp_path / 'runs'}",
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.strip()]
+    assert len(errors) == 1 and "trainer.epochs='abc'" in errors[0]
+    assert not any(p.is_file() for p in (tmp_path / "runs").rglob("*"))
+
+
+def test_a_teacher_trained_for_other_classes_is_a_clear_error(fake_cifar_root, tmp_path):
+    teacher = tmp_path / "ten_classes.pth"
+    torch.save({"model": create_model("resnet8", num_classes=10).state_dict()}, teacher)
+    cfg = compose_config(["experiment=kd_resnet32x4_8x4", "teacher=resnet8", "student=resnet8",
+                          f"teacher.checkpoint={teacher}", *tiny_run_overrides(fake_cifar_root, tmp_path / "runs")],
+                         run_dir=tmp_path / "run")
+    with pytest.raises(UserError) as err:
+        build_trainer(cfg, tmp_path / "run")
+    assert "100 classes" in str(err.value) and "fc.weight" in str(err.value)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from distillbench.identity import variant_name
 from distillbench.models import create_model
 from tests.conftest import tiny_run_overrides
 
@@ -40,8 +41,10 @@ def test_glob_and_seeds_with_the_joblib_launcher_give_one_directory_per_run(fake
     multirun("experiment=glob([kd_resnet32x4_8x4,at_resnet32x4_8x4])", "seed=0,1", "hydra/launcher=joblib",
              "hydra.launcher.n_jobs=2", *small(fake_cifar_root, runs, teacher), cwd=tmp_path)
     summaries = sorted(p.relative_to(runs).as_posix() for p in runs.rglob("summary.json"))
-    assert summaries == [f"{name}/seed{seed}/summary.json" for name in ("at_resnet32x4_8x4", "kd_resnet32x4_8x4")
-                         for seed in (0, 1)]
+    variant = variant_name(small(fake_cifar_root, runs, teacher))
+    assert summaries == [f"{name}/{variant}/seed{seed}/summary.json"
+                         for name in ("at_resnet32x4_8x4", "kd_resnet32x4_8x4") for seed in (0, 1)]
+    assert len(list((runs / "sweeps").glob("*/multirun.yaml"))) == 1
     seeds = {json.loads((runs / s).read_text())["seed"] for s in summaries}
     assert seeds == {0, 1}
 
@@ -50,15 +53,17 @@ def test_submitit_local_executor_runs_each_job(fake_cifar_root, teacher, tmp_pat
     runs = tmp_path / "runs"
     multirun("experiment=kd_resnet32x4_8x4", "seed=3,4", "hydra/launcher=submitit_local",
              "hydra.launcher.timeout_min=10", *small(fake_cifar_root, runs, teacher), cwd=tmp_path)
+    variant = variant_name(small(fake_cifar_root, runs, teacher))
     for seed in (3, 4):
-        assert json.loads((runs / "kd_resnet32x4_8x4" / f"seed{seed}" / "summary.json").read_text())["seed"] == seed
+        summary = json.loads((runs / "kd_resnet32x4_8x4" / variant / f"seed{seed}" / "summary.json").read_text())
+        assert summary["seed"] == seed
 
 
 def test_optuna_tunes_the_weight_on_held_out_training_images(fake_cifar_root, teacher, tmp_path):
     runs = tmp_path / "runs"
     output = multirun("experiment=kd_resnet32x4_8x4", "hparams_search=weight_optuna", "hydra.sweeper.n_trials=2",
                       *small(fake_cifar_root, runs, teacher), cwd=tmp_path)
-    trials = sorted((runs / "tune" / "kd_resnet32x4_8x4").glob("trial*/summary.json"))
+    trials = sorted((runs / "tune" / "kd_resnet32x4_8x4").glob("*/trial*/summary.json"))
     assert len(trials) == 2
     summaries = [json.loads(p.read_text()) for p in trials]
     assert all(s["eval_split"] == "holdout" for s in summaries)

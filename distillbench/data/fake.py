@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distillbench.data.cifar100 import BASE_FOLDER, IMAGE_SHAPE, NUM_CLASSES
+from distillbench.data.cifar100 import BASE_FOLDER, GENERATED_MARKER, IMAGE_SHAPE, NUM_CLASSES
 
 NUM_COARSE_CLASSES = 20
 
@@ -63,6 +63,8 @@ def write_fake_cifar100(
             "coarse_label_names": [f"fake_superclass_{c:02d}" for c in range(NUM_COARSE_CLASSES)],
         },
     )
+    # Runs record that they trained on generated images (run.json "data"), so tables keep them apart.
+    (folder / GENERATED_MARKER).write_text("Random images from distillbench.data.write_fake_cifar100, not CIFAR-100.\n")
     return folder
 
 

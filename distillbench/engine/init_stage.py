@@ -23,6 +23,7 @@ from distillbench.distillers.base import Batch, Distiller
 from distillbench.engine import distributed
 from distillbench.engine.metrics import EpochMeter
 from distillbench.engine.seeding import epoch_seed
+from distillbench.errors import DivergenceError
 from distillbench.models.outputs import forward_features, frozen_forward
 
 
@@ -68,7 +69,11 @@ class InitStage:
         averages = meter.averages()
         for name, value in averages.items():
             if not torch.isfinite(torch.tensor(value)):
-                raise FloatingPointError(f"Init-stage loss {name} became NaN or Inf in init epoch {epoch}.")
+                raise DivergenceError(
+                    f"Init-stage loss {name} became NaN or Inf in init epoch {epoch}. Training stopped; the last "
+                    "good checkpoint (after the previous init epoch) is kept. Lower the learning rate or the "
+                    "init stage's lr, or rerun with trainer.detect_anomaly=true to find the operation."
+                )
         return {"init/epoch": epoch, **averages, "init/epoch_s": time.perf_counter() - start}
 
 

@@ -20,7 +20,12 @@ from tqdm.auto import tqdm
 from distillbench.data.sampling import start_epoch
 from distillbench.distillers.base import Batch, Distiller
 from distillbench.engine import distributed
-from distillbench.engine.checkpoint import load_training_checkpoint, save_atomic, save_training_checkpoint
+from distillbench.engine.checkpoint import (
+    NonFiniteStateError,
+    load_training_checkpoint,
+    save_atomic,
+    save_training_checkpoint,
+)
 from distillbench.engine.evaluation import evaluate
 from distillbench.engine.init_stage import InitStage, make_init_optimizer
 from distillbench.engine.metrics import EpochMeter, correct_topk
@@ -28,8 +33,10 @@ from distillbench.engine.preemption import StopRequests
 from distillbench.engine.seeding import capture_rng_state, epoch_seed, restore_rng_state, seed_everything
 from distillbench.engine.speed import SpeedOptions
 from distillbench.engine.teacher_cache import TeacherCache, teacher_cache_for
+from distillbench.errors import DivergenceError
 from distillbench.loggers.base import RunInfo, RunLogger
 from distillbench.models.outputs import ModelOutput, forward_features, frozen_forward, probe_shapes
+from distillbench.rundir import RunLock
 
 log = logging.getLogger("distillbench")
 
@@ -38,12 +45,6 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_FILE = "model.pth"
-
-
-class DivergenceError(RuntimeError):
-    """A loss term became NaN or Inf; the message names the term and the step."""
-
-
 
 
 class Trainer:
@@ -84,6 +85,7 @@ class Trainer:
         teacher_cache_optional: bool = False,
         on_step: Callable[[int, dict[str, Tensor]], None] | None = None,
         sync_bn: bool = False,
+        run_lock: RunLock | None = None,
     ):
         if distiller is not None and teacher is None:
             raise ValueError("A distiller needs a teacher; set distiller=none to train without one.")
@@ -115,6 +117,7 @@ class Trainer:
         self.teacher_cache: TeacherCache | None = None
         self.on_step = on_step
         self.sync_bn = sync_bn
+        self.run_lock = run_lock  # held from the run-directory checks to the end of the run
         self.is_main = distributed.rank() == 0
         self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
         self.teacher_acc1: float | None = None
@@ -194,6 +197,7 @@ class Trainer:
             "rng": capture_rng_state(),
             "logger": self.logger.state_dict(),
             "seed": self.seed,
+            "identity": self.info.identity,
             "config": self.info.config,
         }
 
@@ -240,9 +244,24 @@ class Trainer:
         return state["epoch"], state["step"], state["meter"]
 
     def _save(self, state: dict) -> None:
-        """Rank 0 writes; every rank holds the same state (same weights, same memories)."""
-        if self.is_main:
+        """Rank 0 writes; every rank holds the same state (same weights, same memories).
+
+        A state with a NaN or Inf anywhere (weights, BN statistics, optimiser or distiller state) is
+        never written: the run stops and the last good checkpoint stays the one to resume from."""
+        if not self.is_main:
+            return
+        try:
             save_training_checkpoint(state, self.checkpoint_dir)
+        except NonFiniteStateError as err:
+            where = (f"init epoch {state['init_epoch']}" if "init_optimizer" in state
+                     else f"epoch {state['epoch']}" + (f", step {state['step']}" if state.get("step") else ""))
+            raise DivergenceError(
+                f"Training diverged: after {where}, {err}. That state was not saved; the last good checkpoint "
+                f"stays in {self.checkpoint_dir} (epoch {self._last_good_epoch}). Lower the learning rate or the "
+                "weight of the loss term that grows, or rerun with trainer.detect_anomaly=true to find the "
+                "operation that produced it."
+            ) from None
+        self._last_good_epoch = state["epoch"]
 
     def _init_epochs(self) -> int:
         return self.distiller.init_epochs if self.distiller is not None else 0
@@ -264,6 +283,13 @@ class Trainer:
         ``fit`` drains it; ``side_by_side.fit_side_by_side`` interleaves several runs' steps in one
         process. Stop signals are recorded by ``self.stop``, which the caller enters.
         """
+        try:
+            return (yield from self._steps())
+        finally:
+            if self.run_lock is not None:  # the run directory is free for the next writer
+                self.run_lock.release()
+
+    def _steps(self) -> Generator[None, None, dict]:
         seed_everything(self.seed)
         self.model.to(self.device)
         if self.teacher is not None:
@@ -276,7 +302,10 @@ class Trainer:
             self._load_teacher_cache()
         self._prepare_networks()
 
-        state = load_training_checkpoint(self.checkpoint_dir) if self.resume else None
+        state = load_training_checkpoint(self.checkpoint_dir, self.info.identity) if self.resume else None
+        self._last_good_epoch = state["epoch"] if state is not None else 0
+        if self.resume and state is None:
+            log.info("resume=true, but %s holds no checkpoint: starting from scratch.", self.checkpoint_dir)
         if state is not None:
             self._restore_common(state)
         self.logger.start(self.info, state["logger"] if state is not None else None)
@@ -293,10 +322,10 @@ class Trainer:
                     yield from self._run_epoch(epoch, start_step, meter_state)
                     start_step, meter_state = 0, None
             summary = self._summary()
-            self.logger.log_summary(summary)
-            if self.is_main:
+            if self.is_main:  # the weights first: summary.json marks the run finished
                 save_atomic({"model": self.model.state_dict(), "acc1": summary["acc1_last"], "epoch": self.epochs,
                              "arch": self.info.tags.get("arch")}, self.run_dir / EXPORT_FILE)
+            self.logger.log_summary(summary)
             success = True
             return summary
         finally:
@@ -402,11 +431,18 @@ class Trainer:
             )
             logits, terms = self._losses(batch, epoch)
             loss = torch.stack([t.float() for t in terms.values()]).sum()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.distiller is not None:
-                distributed.average_gradients(self.distiller.parameters())
-            self.optimizer.step()
+            # One backward of the sum, then a step; an optimiser with loss_steps (optim.LossSplittingOptimizer,
+            # e.g. DOT) takes CE and the distiller's terms apart, each backward followed by its own step.
+            parts = [(loss, self.optimizer.step)]
+            if hasattr(self.optimizer, "loss_steps") and len(terms) > 1:
+                distill = torch.stack([t.float() for name, t in terms.items() if name != "ce"]).sum()
+                parts = self.optimizer.loss_steps(terms["ce"], distill)
+            for i, (part, optimizer_step) in enumerate(parts, start=1):
+                self.optimizer.zero_grad(set_to_none=True)
+                part.backward(retain_graph=i < len(parts))
+                if self.distiller is not None:
+                    distributed.average_gradients(self.distiller.parameters())
+                optimizer_step()
             if self.distiller is not None and self.distiller.teacher_grad:
                 self.teacher.zero_grad(set_to_none=True)
 
@@ -449,6 +485,7 @@ class Trainer:
 
     def _summary(self) -> dict:
         summary = {
+            "finished": True,
             "acc1_last": self.last_test.get("acc1", float("nan")),
             "acc5_last": self.last_test.get("acc5", float("nan")),
             "acc1_best": self.best_acc1,

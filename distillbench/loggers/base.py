@@ -18,6 +18,10 @@ class RunInfo:
     tags: dict[str, str] = field(default_factory=dict)
     # Copied into the run's summary as they are (e.g. the published number the run should reach).
     summary_fields: dict[str, Any] = field(default_factory=dict)
+    # The run's identity (distillbench.identity), its group (the identity without the seed) and variant.
+    identity: str | None = None
+    group: str | None = None
+    variant: str = "default"
 
 
 class RunLogger:

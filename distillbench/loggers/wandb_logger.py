@@ -39,6 +39,20 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def run_name(info: RunInfo) -> str:
+    """Unique per run: experiment, variant (when not the default) and seed."""
+    variant = "" if info.variant == "default" else f"[{info.variant}]"
+    return f"{info.name}{variant}-seed{info.seed}"
+
+
+def group_name(info: RunInfo) -> str:
+    """The seeds of one identity (the identity without the seed) share a group: a table cell.
+    W&B caps group names at 128 characters; the hash keeps a shortened one unique."""
+    suffix = f"/{info.group}" if info.group else ""
+    head = f"{info.name}/{info.variant}"
+    return head[: 128 - len(suffix)] + suffix
+
+
 class WandbLogger(RunLogger):
     def __init__(self, project: str = "distillbench", entity: str | None = None, mode: str = "auto"):
         self.project = project
@@ -54,8 +68,8 @@ class WandbLogger(RunLogger):
         self.run = wandb.init(
             project=self.project,
             entity=self.entity,
-            name=f"{info.name}-seed{info.seed}",
-            group=info.name,
+            name=run_name(info),
+            group=group_name(info),
             job_type=info.job_type,
             tags=[f"{key}:{value}" for key, value in info.tags.items()],
             config=info.config,

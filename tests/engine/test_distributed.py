@@ -178,16 +178,22 @@ def test_slurm_launcher_gives_one_task_per_gpu() -> None:
 
 
 def test_a_requeued_slurm_job_resumes_its_run(fake_cifar_root, tmp_path, monkeypatch) -> None:
-    from distillbench.cli import run_job
+    from distillbench.cli import build_trainer, run_job
     from distillbench.errors import RunDirError
     from tests.conftest import compose_config, tiny_run_overrides
 
-    overrides = ["distiller=none", "student=resnet8", *tiny_run_overrides(fake_cifar_root, tmp_path)]
-    run_job(compose_config([*overrides, "trainer.epochs=1"], run_dir=tmp_path / "run"), tmp_path / "run")
-    longer = compose_config([*overrides, "trainer.epochs=2"], run_dir=tmp_path / "run")
+    overrides = ["distiller=none", "student=resnet8", "trainer.epochs=2",
+                 *tiny_run_overrides(fake_cifar_root, tmp_path)]
+    cfg = compose_config(overrides, run_dir=tmp_path / "run")
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    trainer = build_trainer(cfg, tmp_path / "run")
+    steps = trainer.steps()
+    with trainer.stop:
+        for _ in range(5):  # epoch 1 and its checkpoint, then the job is preempted
+            next(steps)
+    steps.close()
     with pytest.raises(RunDirError):
-        run_job(longer, tmp_path / "run")
+        run_job(cfg, tmp_path / "run")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    run_job(longer, tmp_path / "run")
+    run_job(cfg, tmp_path / "run")
     assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1, 2]

@@ -10,7 +10,7 @@ import torch
 from distillbench.cli import run_job
 from distillbench.engine.checkpoint import load_file
 from distillbench.engine.trainer import Trainer
-from distillbench.errors import RunDirError
+from distillbench.errors import ConfigError, RunDirError
 from distillbench.loggers import read_metrics
 from tests.conftest import compose_config, tiny_run_overrides
 
@@ -115,6 +115,17 @@ def test_a_finished_run_is_never_overwritten_silently(fake_cifar_root, teacher_c
     with pytest.raises(RunDirError, match="finished run"):
         run_job(cfg, run_dir)
     assert (run_dir / "summary.json").read_text() == before
+
+    # overwrite=true builds the new config before it removes anything: a broken one leaves the old run.
+    files = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    broken = kd_config(fake_cifar_root, tmp_path, tmp_path / "no_such_teacher.pth", run_dir, "trainer.epochs=1",
+                       "overwrite=true")
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_job(broken, run_dir)
+    assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
+    run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, run_dir, "trainer.epochs=1", "overwrite=true"),
+            run_dir)
+    assert json.loads((run_dir / "summary.json").read_text())["finished"] is True
 
 
 def test_the_device_loader_trains_the_same_batches(fake_cifar_root, teacher_checkpoint, tmp_path):

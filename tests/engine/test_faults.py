@@ -6,6 +6,7 @@ must end with exactly the weights and metrics of an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -85,6 +86,17 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(data_root, uninterru
     assert state["epoch"] == 1 and state["step"] > 0  # killed inside epoch 2
     assert not (tmp_path / "run" / "summary.json").exists()
 
+    resumed = subprocess.run([*cmd, "resume=true"], check=True, capture_output=True, text=True, timeout=300)
+    assert "stale lock" in resumed.stdout  # the killed process could not release the run directory
+    assert_same_result(tmp_path / "run", uninterrupted)
+
+
+def test_killed_by_the_fault_switch_during_a_checkpoint_rotation_then_resume_equals_uninterrupted(
+        data_root, uninterrupted, tmp_path):
+    cmd = command(data_root, tmp_path)
+    env = {**os.environ, "DISTILLBENCH_FAULT": "rotate:1"}  # the first rotation: the end of epoch 2
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert killed.returncode == 137
     subprocess.run([*cmd, "resume=true"], check=True, capture_output=True, timeout=300)
     assert_same_result(tmp_path / "run", uninterrupted)
 

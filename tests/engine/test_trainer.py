@@ -169,6 +169,18 @@ def test_init_stage_trains_only_its_modules_then_hands_over(tmp_path):
     assert distiller.ended == 1
 
 
+class DivergingInitStage(TwoStage):
+    def init_loss(self, student, teacher, batch):
+        return {"pull": (student.pooled - teacher.pooled).pow(2).mean() * float("nan")}
+
+
+def test_a_nan_in_the_init_stage_is_a_divergence_error_naming_the_term(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=1, teacher=create_model("resnet8", num_classes=4),
+                           distiller=DivergingInitStage())
+    with pytest.raises(DivergenceError, match=r"init/loss_pull became NaN or Inf in init epoch 1"):
+        trainer.fit()
+
+
 def test_resume_inside_the_init_stage_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     def run(run_dir, **kwargs):
         torch.manual_seed(0)

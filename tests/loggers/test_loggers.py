@@ -71,7 +71,8 @@ def test_wandb_gets_config_group_job_type_tags_and_epoch_step(tmp_path, monkeypa
     group.finish()
 
     assert calls["config"] == info(tmp_path).config
-    assert calls["group"] == "kd_resnet32x4_8x4"
+    assert calls["group"] == "kd_resnet32x4_8x4/default"  # no identity in this RunInfo
+    assert calls["name"] == "kd_resnet32x4_8x4-seed3"
     assert calls["job_type"] == "student"
     assert set(calls["tags"]) == {"method:kd", "teacher:resnet32x4", "student:resnet8x4", "dataset:cifar100"}
     assert calls["mode"] == "offline"
@@ -84,6 +85,17 @@ def test_wandb_gets_config_group_job_type_tags_and_epoch_step(tmp_path, monkeypa
     resumed.start(info(tmp_path), resume_state=state["WandbLogger"])
     resumed.finish()
     assert calls["id"] == state["WandbLogger"]["run_id"] and calls["resume"] == "allow"
+
+
+def test_wandb_names_runs_by_variant_and_seed_and_groups_them_by_identity(tmp_path):
+    from distillbench.loggers.wandb_logger import group_name, run_name
+
+    run = info(tmp_path)
+    run.variant, run.group = "optim.lr=0.1", "0123456789abcdef"
+    assert run_name(run) == "kd_resnet32x4_8x4[optim.lr=0.1]-seed3"
+    assert group_name(run) == "kd_resnet32x4_8x4/optim.lr=0.1/0123456789abcdef"
+    run.variant = "x" * 200  # capped at W&B's 128 characters, the identity kept whole
+    assert len(group_name(run)) == 128 and group_name(run).endswith("/0123456789abcdef")
 
 
 def test_wandb_errors_surface(tmp_path, monkeypatch):
