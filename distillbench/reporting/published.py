@@ -17,6 +17,7 @@ class Published:
     top1: float | None
     provenance: str
     source: str
+    doubtful: str | None = None  # why the number or its attribution is in doubt
 
 
 class PublishedTable:
@@ -33,8 +34,9 @@ class PublishedTable:
                 seen[(e["teacher"], e["student"])] = None
         return list(seen)
 
-    def lookup(self, dataset: str, method: str, teacher: str, student: str, metric: str) -> Published | None:
-        """The published number for a cell whose paper reports ``metric`` (or an unknown metric).
+    def lookup(self, dataset: str, method: str, teacher: str, student: str, metric: str | None) -> Published | None:
+        """The published number for a cell whose paper reports ``metric`` (or an unknown metric); with
+        ``metric=None`` whatever its paper reports (the number the cell's experiment names).
 
         Among several quotes, the paper that introduced the method comes first, then the CRD
         paper (which ran every baseline), then the most direct provenance.
@@ -44,7 +46,7 @@ class PublishedTable:
             if (e["dataset"], e["method"], e["teacher"], e["student"]) != (dataset, method, teacher, student):
                 continue
             paper_metric = self.papers.get(e["paper"], {}).get("metric", "unknown")
-            if paper_metric not in (metric, "unknown"):
+            if metric is not None and paper_metric not in (metric, "unknown"):
                 continue
             own = 0 if method.startswith(e["paper"]) else 1 if e["paper"] == "crd" else 2
             candidates.append(((own, PROVENANCE_RANK.get(e["provenance"], 9)), e, paper_metric))
@@ -52,4 +54,4 @@ class PublishedTable:
             return None
         _, e, paper_metric = min(candidates, key=lambda c: c[0])
         return Published(paper=e["paper"], metric=paper_metric, top1=e["top1"], provenance=e["provenance"],
-                         source=e["source"])
+                         source=e["source"], doubtful=e.get("doubtful"))

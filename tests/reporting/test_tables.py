@@ -1,4 +1,4 @@
-"""scripts/make_tables.py on generated run directories."""
+"""Tables from fabricated run directories: one identity group per cell, variants apart, each paper's protocol."""
 
 from __future__ import annotations
 
@@ -6,40 +6,27 @@ import json
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from distillbench.reporting.published import PublishedTable
 from distillbench.reporting.runs import load_local_runs, load_wandb_runs
-from distillbench.reporting.tables import build_cells, format_cell
+from distillbench.reporting.tables import (
+    PROTOCOL,
+    build_cells,
+    format_cell,
+    missing_seed_commands,
+    render_variants_markdown,
+    select,
+)
+from tests.reporting.conftest import CRD, DKD, PUBLISHED, ROOT, write_run
 
-ROOT = Path(__file__).resolve().parents[2]
-PUBLISHED = ROOT / "results" / "paper" / "published.yaml"
+KD = "kd_resnet32x4_8x4"
 
 
-def write_run(root: Path, name: str, seed: int, **summary) -> None:
-    run_dir = root / name / f"seed{seed}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "summary.json").write_text(json.dumps({"name": name, "seed": seed, "dataset": "cifar100", **summary}))
-
-
-@pytest.fixture
-def runs(tmp_path) -> Path:
-    root = tmp_path / "runs"
-    kd_last = [73.0, 73.4, 73.2]
-    for seed, acc in enumerate(kd_last):
-        write_run(root, "kd_resnet32x4_8x4", seed, job_type="student", method="kd", arch="resnet8x4",
-                  teacher="resnet32x4", student="resnet8x4", acc1_last=acc, acc1_best=acc + 0.3)
-    for seed, acc in enumerate([70.0, 70.1]):  # far below DKD's published 76.32 (best epoch)
-        write_run(root, "dkd_resnet32x4_8x4", seed, job_type="student", method="dkd", arch="resnet8x4",
-                  teacher="resnet32x4", student="resnet8x4", acc1_last=acc - 0.2, acc1_best=acc)
-    write_run(root, "teacher_resnet32x4", 0, job_type="teacher", method="none", arch="resnet32x4",
-              acc1_last=79.5, acc1_best=79.6)
-    write_run(root, "vanilla_resnet8x4", 0, job_type="student", method="none", arch="resnet8x4",
-              acc1_last=72.4, acc1_best=72.7)
-    (root / "unfinished" / "seed0").mkdir(parents=True)  # no summary.json yet: ignored
-    return root
+@pytest.fixture(scope="module")
+def published() -> PublishedTable:
+    return PublishedTable(PUBLISHED)
 
 
 def cell(cells, method, teacher="resnet32x4", student="resnet8x4"):
@@ -47,61 +34,178 @@ def cell(cells, method, teacher="resnet32x4", student="resnet8x4"):
     return found
 
 
-def test_cells_aggregate_seeds_and_compare_like_with_like(runs):
+def variant_row(selection, experiment, variant="default", status=None):
+    rows = [g for g in selection.variants if g.first.experiment == experiment and g.first.variant == variant
+            and (status is None or g.status.startswith(status))]
+    assert len(rows) == 1, [(g.first.experiment, g.first.variant, g.status) for g in selection.variants]
+    return rows[0]
+
+
+def test_cells_aggregate_seeds_and_compare_like_with_like(runs, published):
     records = load_local_runs([runs])
-    assert len(records) == 7
-    published = PublishedTable(PUBLISHED)
+    assert len(records) == 9
     last = build_cells(records, published, "cifar100", "acc1_last")
     best = build_cells(records, published, "cifar100", "acc1_best")
 
     kd = cell(last, "kd")
-    assert kd.ours.n == 3
+    assert kd.ours.n == 3  # the default variant's three seeds only
     assert kd.ours.mean == pytest.approx(73.2)
     assert kd.ours.std == pytest.approx(statistics.stdev([73.0, 73.4, 73.2]))
     assert kd.published.top1 == 73.33 and kd.published.paper == "crd"
     assert kd.difference == pytest.approx(73.2 - 73.33)
-    assert not kd.outside_spread
+    assert not kd.outside_spread and not kd.fewer_seeds
+    assert "**73.20 ± 0.20** (73.33, -0.13)" == format_cell(kd)
 
     # DKD's published number is best-epoch: it appears against acc1_best only, and is far off.
     assert cell(last, "dkd").published is None
     dkd = cell(best, "dkd")
     assert dkd.published.top1 == 76.32 and dkd.published.metric == "best_epoch"
-    assert dkd.outside_spread
+    assert dkd.outside_spread and dkd.fewer_seeds  # 2 seeds of the paper's 5
+    assert format_cell(dkd) == "**70.05 ± 0.07** † (76.32, -6.27) n=2/5 ⚠"
 
     # A teacher run fills its row in every column it teaches; a vanilla student likewise.
     assert cell(last, "vanilla_teacher", "resnet32x4", "ShuffleV1").ours.mean == 79.5
     assert cell(last, "vanilla_student").ours.mean == 72.4
-    assert "73.20 ± 0.20" in format_cell(kd) and "(73.33, -0.13)" in format_cell(kd)
 
 
-def test_script_writes_markdown_tables_and_a_plot(runs, tmp_path):
+def test_two_variants_of_one_experiment_are_two_rows_each_with_its_own_n(runs, published):
+    selection = select(load_local_runs([runs]), published, "cifar100")
+    assert selection.chosen[("kd", "resnet32x4", "resnet8x4")].seeds == [0, 1, 2]
+    lr = variant_row(selection, KD, "optim.lr=0.1")
+    assert lr.seeds == [0, 1] and lr.status == "ok" and lr.stats("acc1_last").mean == pytest.approx(75.1)
+    text = render_variants_markdown(selection.variants, "cifar100")
+    row = f"| {KD} | `optim.lr=0.1` | `{lr.first.group}` | 2 | 75.10 ± 0.14 | 75.40 ± 0.14 | 240/240 | float32 | ok |"
+    assert row in text
+
+
+def test_a_named_variant_fills_the_main_table_only_when_asked(runs, published):
+    records = load_local_runs([runs])
+    kd = cell(build_cells(records, published, "cifar100", "acc1_last", variants={KD: "optim.lr=0.1"}), "kd")
+    assert kd.ours.n == 2 and kd.ours.mean == pytest.approx(75.1) and kd.variant == "optim.lr=0.1"
+    assert "‡" in format_cell(kd)
+    # the default runs are then a variant row themselves, never averaged with the chosen ones
+    selection = select(records, published, "cifar100", {"*": "optim.lr=0.1"})
+    assert variant_row(selection, KD, "default").seeds == [0, 1, 2]
+
+
+def test_groups_are_never_averaged_the_papers_precision_fills_the_cell(tmp_path, published):
+    root = tmp_path / "runs"
+    for seed, acc in enumerate([73.0, 73.2]):
+        write_run(root, KD, seed, acc, acc, protocol=CRD)
+    for seed, acc in enumerate([60.0, 60.2, 60.4]):  # a fast bf16 group of the same default experiment
+        write_run(root, KD, seed, acc, acc, precision="bf16", subdir=f"{KD}/bf16", protocol=CRD)
+    for seed, acc in enumerate([50.0]):  # another float32 group (e.g. other teacher weights): fewer seeds
+        write_run(root, KD, seed, acc, acc, group_salt="teacher-b", subdir=f"{KD}/other", protocol=CRD)
+    records = load_local_runs([root])
+    selection = select(records, published, "cifar100")
+    kd = cell(build_cells(records, published, "cifar100", "acc1_last", selection=selection), "kd")
+    assert kd.ours.n == 2 and kd.ours.mean == pytest.approx(73.1)
+    others = [g for g in selection.variants if g.first.experiment == KD]
+    assert sorted(len(g.runs) for g in others) == [1, 3]
+    assert all(g.status.startswith("not averaged") for g in others)
+    assert {g.first.precision for g in others} == {"bf16", "float32"}
+
+
+def test_short_unfinished_generated_and_old_runs_are_variants(tmp_path, published):
+    root = tmp_path / "runs"
+    write_run(root, KD, 0, 20.0, 20.0, variant="trainer.epochs=1", overrides=("trainer.epochs=1",), epochs=1)
+    write_run(root, KD, 1, 99.0, 99.0, generated=True, subdir=f"{KD}/gen")
+    write_run(root, KD, 2, 0.0, 0.0, finished=False, epochs_done=12, subdir=f"{KD}/running")
+    write_run(root, KD, 3, 71.0, 71.5, epochs_done=100, subdir=f"{KD}/stopped")
+    write_run(root, KD, 4, 73.0, 73.0, run_record=False, subdir=f"{KD}/old")
+    records = load_local_runs([root])
+    selection = select(records, published, "cifar100")
+    assert ("kd", "resnet32x4", "resnet8x4") not in selection.chosen
+    assert cell(build_cells(records, published, "cifar100", "acc1_last", selection=selection), "kd").ours is None
+    statuses = {g.first.variant if g.first.variant != "default" else g.first.source.split("/")[-2]: g.status
+                for g in selection.variants}
+    assert statuses == {"trainer.epochs=1": "ok", "gen": "generated data", "running": "unfinished (12/240 epochs)",
+                        "stopped": "fewer epochs (100/240)", "old": "no run record"}
+    running = variant_row(selection, KD, status="unfinished")
+    assert running.runs[0].acc1_best is not None  # from metrics.jsonl so far
+    assert variant_row(selection, KD, "trainer.epochs=1").runs[0].epochs_done == 1
+
+
+def test_duplicate_seeds_in_a_group_are_kept_once(tmp_path, published, caplog):
+    root = tmp_path / "runs"
+    write_run(root, KD, 0, 73.0, 73.0, protocol=CRD)
+    write_run(root, KD, 1, 73.4, 73.4, protocol=CRD)
+    write_run(root, KD, 1, 73.6, 73.6, protocol=CRD, subdir=f"{KD}/copy")  # the same seed again
+    kd = cell(build_cells(load_local_runs([root]), published, "cifar100", "acc1_last"), "kd")
+    assert kd.ours.n == 2
+    assert "seed 1 twice" in caplog.text
+
+
+def test_the_protocol_table_follows_each_papers_rule_and_lists_missing_seeds(runs, published):
+    records = load_local_runs([runs])
+    cells = build_cells(records, published, "cifar100", PROTOCOL)
+    kd, dkd = cell(cells, "kd"), cell(cells, "dkd")
+    assert kd.protocol.report == "last_epoch" and kd.ours.mean == pytest.approx(73.2)  # CRD: last epoch
+    assert dkd.protocol.report == "best_epoch" and dkd.ours.mean == pytest.approx(70.05)  # DKD: best epoch
+    assert format_cell(kd, rule=True).endswith("last, n=3/1")
+    assert format_cell(dkd, rule=True).endswith("best, n=2/5 ⚠")
+    assert missing_seed_commands(cells) == ["python -m distillbench -m experiment=dkd_resnet32x4_8x4 seed=2,3,4"]
+    # without a protocol in the run's config, the paper's comes from published.yaml
+    bare = [r.__class__(**{**r.__dict__, "protocol": None}) for r in records]
+    assert cell(build_cells(bare, published, "cifar100", PROTOCOL), "dkd").protocol.seeds == 5
+
+
+def test_script_writes_tables_variants_and_a_plot(runs, tmp_path):
     out = tmp_path / "tables"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--runs", str(runs), "--out", str(out)],
-                   check=True, capture_output=True, timeout=120)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--runs", str(runs),
+                             "--out", str(out)], check=True, capture_output=True, text=True, timeout=120)
     last = (out / "cifar100_acc1_last.md").read_text()
     best = (out / "cifar100_acc1_best.md").read_text()
     assert "| method | wrn_40_2 → wrn_16_2 |" in last
     kd_row = next(line for line in last.splitlines() if line.startswith("| kd |"))
-    assert "**73.20 ± 0.20** (73.33, -0.13)" in kd_row
+    assert "**73.20 ± 0.20** (73.33, -0.13)" in kd_row and "75.10" not in kd_row
     dkd_row = next(line for line in best.splitlines() if line.startswith("| dkd |"))
-    assert "**70.05 ± 0.07** † (76.32, -6.27)" in dkd_row
+    assert "**70.05 ± 0.07** † (76.32, -6.27) n=2/5 ⚠" in dkd_row
+    protocol = (out / "cifar100_protocol.md").read_text()
+    assert "**70.05 ± 0.07** † (76.32, -6.27) best, n=2/5 ⚠" in protocol
+    variants = (out / "cifar100_variants.md").read_text()
+    assert "`optim.lr=0.1`" in variants and "| 2 |" in variants
+    assert "experiment=dkd_resnet32x4_8x4 seed=2,3,4" in result.stdout
     png = out / "cifar100_vs_published.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_wandb_runs_become_the_same_records(runs):
-    summaries = [json.loads(p.read_text()) for p in sorted(runs.rglob("summary.json"))]
+    import yaml
+
+    found = [(json.loads((p.parent / "summary.json").read_text()), yaml.safe_load(p.read_text()))
+             for p in sorted(runs.rglob("config.yaml"))]
 
     class FakeRun:
-        def __init__(self, i, summary):
-            self.id, self.summary = f"r{i}", summary
+        def __init__(self, i, summary, config):
+            self.id, self.summary, self.config = f"r{i}", summary, config
 
     class FakeApi:
         def runs(self, path, filters):
             assert path == "me/distillbench" and filters == {"state": "finished"}
-            return [FakeRun(i, s) for i, s in enumerate(summaries)]
+            return [FakeRun(i, s, c) for i, (s, c) in enumerate(found)]
 
-    from_wandb = load_wandb_runs("me/distillbench", api=FakeApi())
-    local = load_local_runs([runs])
-    key = lambda r: (r.method, r.teacher, r.student, r.seed)  # noqa: E731
-    assert sorted((key(r), r.acc1_last) for r in from_wandb) == sorted((key(r), r.acc1_last) for r in local)
+    key = lambda r: (r.method, r.teacher, r.student, r.seed, r.group, r.variant, r.acc1_last, r.protocol)  # noqa: E731
+    assert sorted(map(key, load_wandb_runs("me/distillbench", api=FakeApi()))) == sorted(
+        map(key, load_local_runs([runs])))
+
+
+def test_commands_only_prints_the_missing_seeds(runs, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_tables import main
+
+    out = tmp_path / "none"
+    assert main(["--runs", str(runs), "--out", str(out), "--commands-only"]) == 0
+    assert not out.exists()
+    assert "experiment=dkd_resnet32x4_8x4 seed=2,3,4" in capsys.readouterr().out
+
+
+def test_a_paper_protocol_reaches_every_run_config():
+    """The fixtures' protocols are what make_experiments writes into the experiment files."""
+    import yaml
+
+    def block(name):
+        return yaml.safe_load((ROOT / "configs" / "experiment" / f"{name}.yaml").read_text())["protocol"]
+
+    assert block("dkd_resnet32x4_8x4") == DKD and block(KD) == CRD
+    assert block("dkd_imagenet_r34_r18") == {"seeds": 3, "report": "best_epoch", "paper": "dkd"}
