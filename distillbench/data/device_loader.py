@@ -230,8 +230,10 @@ def make_device_loaders(
     channels_last: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    drop_last: bool = False,
 ) -> tuple[DeviceLoader, DeviceLoader]:
-    """Device-resident counterparts of ``make_loaders``' training and test loaders.
+    """Device-resident counterparts of ``make_loaders``' training and test loaders (``drop_last``: the
+    training loader leaves each epoch's last partial batch out).
 
     Each loader follows its own dataset's transform (mean and std included), so any dataset
     built with the recipe's transforms works. The test transform must not be random.
@@ -241,6 +243,6 @@ def make_device_loaders(
         raise ValueError(f"The test transform must be deterministic, got {test.transform}.")
     shards = {"channels_last": channels_last, "rank": rank, "world_size": world_size}
     train_loader = DeviceLoader(train, batch_size, device, recipe_of(train.transform), shuffle=True, seed=seed,
-                                **shards)
+                                drop_last=drop_last, **shards)
     test_loader = DeviceLoader(test, test_batch_size, device, test_recipe, shuffle=False, seed=seed, **shards)
     return train_loader, test_loader

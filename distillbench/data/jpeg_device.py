@@ -26,6 +26,7 @@ has a PNG and a few CMYK files named ``.JPEG``) are decoded with PIL in the work
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -178,10 +179,11 @@ class JpegDeviceLoader(EpochLoader):
         self.encoded.epoch = self.epoch
         workers = DataLoader(
             self.encoded, batch_size=self.batch_size, sampler=self.sampler().positions().tolist(),
-            drop_last=self.drop_last,
             num_workers=self.num_workers, collate_fn=pack,
         )
-        for batch in workers:
+        # len(self) global batches: with drop_last the partial one is left out on every rank alike (a rank's share
+        # of it can be a whole per-rank batch while another's is not).
+        for batch in itertools.islice(workers, len(self)):
             yield self.make_batch(batch)
 
     def decode(self, batch: EncodedBatch) -> list[Tensor]:
@@ -262,8 +264,10 @@ def make_jpeg_device_loaders(
     channels_last: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    drop_last: bool = False,
 ) -> tuple[JpegDeviceLoader, JpegDeviceLoader]:
-    """Counterparts of ``make_loaders``' loaders that decode and augment on ``device``.
+    """Counterparts of ``make_loaders``' loaders that decode and augment on ``device`` (``drop_last``: the
+    training loader leaves each epoch's last partial batch out).
 
     Each loader follows its dataset's transform (sizes, scale, ratio, mean and std), which must be
     the ImageNet recipe's shape: see ``recipe_of``. The test transform must not be random.
@@ -273,7 +277,7 @@ def make_jpeg_device_loaders(
         raise ValueError(f"The test transform must be deterministic, got {test_set.transform}.")
     train_loader = JpegDeviceLoader(
         train_set, batch_size, device, recipe_of(train_set.transform), shuffle=True, seed=seed,
-        num_workers=num_workers, channels_last=channels_last, rank=rank, world_size=world_size,
+        num_workers=num_workers, channels_last=channels_last, rank=rank, world_size=world_size, drop_last=drop_last,
     )
     test_loader = JpegDeviceLoader(
         test_set, test_batch_size, device, test_recipe, shuffle=False, seed=seed,

@@ -45,6 +45,9 @@ class Distiller(nn.Module):
       optimised; its parameter gradients are discarded after every step.
     * ``teacher_cacheable``: the method reads only the teacher's logits and pooled embedding
       (``feats[-1]``) of a frozen eval-mode teacher, so they can come from a precomputed cache.
+    * ``min_batch_size``: the fewest samples a training batch must hold for the loss to be defined
+      and informative (methods that relate the samples of a batch to each other). The loaders
+      leave out a last partial batch smaller than this, and say so in the log.
     """
 
     preact: bool = False
@@ -52,6 +55,7 @@ class Distiller(nn.Module):
     teacher_train_mode: bool = False
     teacher_grad: bool = False
     teacher_cacheable: bool = False
+    min_batch_size: int = 1
 
     def setup(self, student: ModelOutput, teacher: ModelOutput, train_labels: Tensor) -> None:
         """Build extras from a dry forward of the real networks, before the optimiser exists.

@@ -32,6 +32,8 @@ class CC(Distiller):
     """
 
     teacher_cacheable = True
+    # Consecutive samples are paired: a batch of one has no pair (the reference's mean over none is NaN).
+    min_batch_size = 2
 
     def __init__(self, weight: float = 0.02, feat_dim: int = 128):
         super().__init__()

@@ -31,6 +31,8 @@ class CKD(Distiller):
     """``weight * ckd_loss``; no KD term, the cross-entropy weight lives in the distiller config."""
 
     teacher_cacheable = True
+    # The other samples of the batch are the negatives: with one sample the cross-entropy over one column is 0.
+    min_batch_size = 2
 
     def __init__(self, weight: float = 100.0, temperature: float = 1.0):
         super().__init__()

@@ -22,6 +22,7 @@ class Combined(Distiller):
         self.preact = preacts.pop()
         self.init_epochs = max(part.init_epochs for part in parts.values())
         self.teacher_cacheable = all(part.teacher_cacheable for part in parts.values())
+        self.min_batch_size = max(part.min_batch_size for part in parts.values())
 
     def setup(self, student: ModelOutput, teacher: ModelOutput, train_labels: Tensor) -> None:
         for part in self.parts.values():

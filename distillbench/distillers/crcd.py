@@ -5,8 +5,9 @@ its own samples: for sample b and anchor a, the student's relation ``v_s[b] - an
 pick out the teacher's relation ``bank_t[b] - anchor[a]`` among the relations of K class-aware
 negatives, with CRD's NCE objective over all B² (sample, anchor) pairs, in both directions. A
 "gradient element" adds the misalignment of d CE / d pooled feature between the two networks,
-multiplied by the KD loss. KD and the relation term stop after ``distill_epochs`` (240 of 250); the
-reference leaves the gradient element on until the end.
+multiplied by the KD loss. KD and the relation term stop after ``distill_fraction`` (24/25) of the
+run's training iterations (epoch 241 of 250 on CIFAR-100); the reference leaves the gradient element
+on until the end.
 
 Memory cost: each direction materialises the B² x (K+1) x d relations of the bank rows, in
 float32 (64² x 501 x 128 x 4 bytes = 1.05 GB at batch 64 and the defaults), and keeps them until
@@ -15,6 +16,8 @@ the backward pass; the student- and teacher-anchored directions hold about 2.1 G
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +40,16 @@ RELATION_EPS = 1e-6
 NORM_EPS = 1e-12
 # The reference scales the gradient-alignment term by 10 before grad_weight.
 GRAD_MSE_SCALE = 10.0
+# Lechatelia/CRCD @ f9176f6 helper/loops.py:80-81 ('240' schedule): the distillation terms are on while
+# cur_iter < total_iter * 24 / 25, with cur_iter = (epoch - 1) * len(train_loader) + idx (loops.py:211).
+REFERENCE_DISTILL_FRACTION = 24 / 25
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
+    """Training iterations per epoch of ``num_samples`` in batches of ``batch_size`` (the global batch)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}.")
+    return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
 
 
 class Embed(nn.Module):
@@ -126,13 +139,19 @@ class RelationContrast(nn.Module):
 
 
 class CRCD(Distiller):
-    """``kd_weight * KD + crcd_weight * L_CRCD`` (switched off after ``distill_epochs``) ``+ kd_weight * KD * L_grad``.
+    """``kd_weight * KD + crcd_weight * L_CRCD`` (switched off late in the run) ``+ kd_weight * KD * L_grad``.
 
     ``L_grad`` compares g = d CE(z, y) / d feat[-1] of the two networks: ``'mse'`` (the reference
     default, despite its name) is 10 (1 - mean_b cos(g_s[b], g_t[b])) and needs equal pooled
     dimensions; ``'crcd'`` is a second, independent relation contrast on (g_s, g_t) with the same
     contrast indices; ``'none'`` drops the term. It enters multiplied by the KD loss and, as in the
-    reference, keeps running after ``distill_epochs`` unless ``schedule_grad_term`` is set.
+    reference, keeps running after the switch unless ``schedule_grad_term`` is set.
+
+    The switch follows the reference's iteration count: with ``T = epochs * steps`` training
+    iterations (``steps`` per epoch: ``ceil(N / batch_size)``, or ``floor`` with ``drop_last``, for
+    the N training samples ``setup`` is given), iterations ``0 .. ceil(distill_fraction * T) - 1``
+    distil and the rest do not. The distiller counts its training forwards in the ``iteration``
+    buffer, which checkpoints and resumes with it.
 
     The teacher's forward must be recorded by autograd for the gradient element
     (``teacher_grad``, on unless ``grad_type='none'``) and, as in the reference, runs in train
@@ -156,7 +175,10 @@ class CRCD(Distiller):
         mode: str = "exact",
         grad_type: str = "mse",
         grad_weight: float = 1.0,
-        distill_epochs: int = 240,
+        distill_fraction: float = REFERENCE_DISTILL_FRACTION,
+        epochs: int = 250,
+        batch_size: int = 64,
+        drop_last: bool = False,
         schedule_grad_term: bool = False,
         teacher_mode: str = "train",
     ):
@@ -180,7 +202,16 @@ class CRCD(Distiller):
         self.mode = mode
         self.grad_type = grad_type
         self.grad_weight = grad_weight
-        self.distill_epochs = distill_epochs
+        if not 0 <= distill_fraction <= 1:
+            raise ConfigError(f"distill_fraction must lie in [0, 1], got {distill_fraction}.")
+        # An exact ratio (24/25 stays 24/25), so the switch lands on the reference's integer iteration.
+        self.distill_fraction = Fraction(distill_fraction).limit_denominator(10_000)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        # Training iterations done so far (checkpointed); the switch is set from the data size in setup().
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self.switch_iteration: int | None = None
         self.schedule_grad_term = schedule_grad_term
         self.teacher_train_mode = teacher_mode == "train"
         self.teacher_grad = grad_type != "none"
@@ -201,6 +232,7 @@ class CRCD(Distiller):
             )
         feat_dim = s_dim if self.embed_type == "nofc" else self.feat_dim
         n = len(train_labels)
+        self.switch_iteration = self.distill_switch_iteration(n)
         # Built in the reference's order (heads, student bank, teacher bank; then the gradient's) from the global RNG.
         self.relation = RelationContrast(s_dim, t_dim, feat_dim, self.embed_type, n, self.temperature, self.momentum)
         if self.grad_type == "crcd":
@@ -209,6 +241,13 @@ class CRCD(Distiller):
             )
         self.sampler = ClassAwareSampler(train_labels, self.num_negatives, self.mode)
         self.to(device)
+
+    def distill_switch_iteration(self, num_samples: int) -> int:
+        """The first (0-based) training iteration without KD and the relation term, for ``num_samples``."""
+        total = self.epochs * steps_per_epoch(num_samples, self.batch_size, self.drop_last)
+        fraction = self.distill_fraction
+        # cur_iter < total * fraction  <=>  cur_iter < ceil(total * fraction), in integers.
+        return -(-total * fraction.numerator // fraction.denominator)
 
     def _require_setup(self) -> None:
         if "relation" not in self._modules:
@@ -242,15 +281,17 @@ class CRCD(Distiller):
         return self.grad_relation(g_s, g_t, batch.index, contrast_idx) * self.grad_weight
 
     def loss_terms(
-        self, student: ModelOutput, teacher: ModelOutput, batch: Batch, contrast_idx: Tensor, epoch: int
+        self, student: ModelOutput, teacher: ModelOutput, batch: Batch, contrast_idx: Tensor, iteration: int | Tensor
     ) -> dict[str, Tensor]:
-        """The weighted terms for given contrast indices; updates the memory banks after scoring.
+        """The weighted terms for given contrast indices at 0-based training ``iteration``; updates the
+        memory banks after scoring.
 
-        Everything the reference computes runs in every epoch (memory updates included); after
-        ``distill_epochs`` the KD and relation terms are multiplied by 0, as its weight schedule does.
+        Everything the reference computes runs in every iteration (memory updates included); from
+        ``switch_iteration`` on the KD and relation terms are multiplied by 0, as its weight schedule does.
         """
         self._require_setup()
-        on = 1.0 if epoch <= self.distill_epochs else 0.0
+        # A 0-dim tensor, so the comparison with a device counter needs no host synchronisation.
+        on = (torch.as_tensor(iteration) < self.switch_iteration).to(torch.float32)
         kd = kd_loss(student.logits, teacher.logits.detach(), self.kd_temperature)
         crcd = self.relation(student.pooled, teacher.pooled.detach(), batch.index, contrast_idx)
         terms = {"kd": self.kd_weight * kd * on, "crcd": self.crcd_weight * crcd * on}
@@ -262,4 +303,7 @@ class CRCD(Distiller):
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Batch, epoch: int) -> dict[str, Tensor]:
         self._require_setup()
         contrast_idx = self.sampler.draw(batch.index, batch.labels, epoch)
-        return self.loss_terms(student, teacher, batch, contrast_idx, epoch)
+        terms = self.loss_terms(student, teacher, batch, contrast_idx, self.iteration)
+        if self.training:
+            self.iteration += 1
+        return terms

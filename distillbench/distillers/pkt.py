@@ -36,6 +36,8 @@ class PKT(Distiller):
     """``weight * pkt_loss`` on the pooled vectors; no module is added."""
 
     teacher_cacheable = True
+    # The similarity distribution over a batch of one is [[1]] for both networks: no loss, no gradient.
+    min_batch_size = 2
 
     def __init__(self, weight: float = 30000.0, eps: float = 1e-7):
         super().__init__()

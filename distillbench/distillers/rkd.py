@@ -57,6 +57,9 @@ class RKD(Distiller):
     """``weight * (distance_weight * L_distance + angle_weight * L_angle)``, logged as two terms."""
 
     teacher_cacheable = True
+    # One sample has no distance (the reference's mean over none is NaN); with two, the normalised distance is 1
+    # and every angle has one direction for both networks, so both terms and their gradients are exactly 0.
+    min_batch_size = 3
 
     def __init__(self, weight: float = 1.0, distance_weight: float = 25.0, angle_weight: float = 50.0):
         super().__init__()

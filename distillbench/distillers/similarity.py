@@ -26,6 +26,9 @@ def sp_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
 class SP(Distiller):
     """``weight * sp_loss`` on ``feats[-2]``, the last spatial map (not the pooled vector)."""
 
+    # The batch's similarity matrix of one sample is [[1]] for both networks: no loss, no gradient.
+    min_batch_size = 2
+
     def __init__(self, weight: float = 3000.0):
         super().__init__()
         self.weight = weight

@@ -1,9 +1,11 @@
 """The switches that make a training step fast without changing the recipe.
 
 Each switch is a config key (``trainer.precision``, ``trainer.channels_last``,
-``trainer.compile``, ``trainer.fused_optimizer``, ``trainer.teacher_cache``); ``auto`` picks the
-fast setting on a CUDA GPU and the reference setting elsewhere. What each one changes, and how
-far results may move, is measured by ``scripts/bench.py`` and the parity tests.
+``trainer.compile``, ``trainer.fused_optimizer``, ``trainer.teacher_cache``). The defaults
+(``configs/trainer/default.yaml``) are the reference settings on every device, as the papers
+trained; ``trainer=fast`` (``configs/trainer/fast.yaml``) turns the fast ones on, and ``auto``
+picks the fast setting on a CUDA GPU and the reference setting elsewhere. What each one changes,
+and how far results may move, is measured by ``scripts/bench.py`` and the parity tests.
 
 * ``precision=bf16``: the student's forward and the distiller run under bf16 autocast; weights,
   optimiser state, BN statistics and every loss term stay float32. The teacher runs in float32.

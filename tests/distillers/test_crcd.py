@@ -144,6 +144,8 @@ STEP = {
 }
 # (call, epoch) of the two STEP calls: the first iteration of epoch 1 and of epoch 241.
 STEP_EPOCHS = {1: 1, 2: 241}
+# make_crcd's 20 samples in batches of 64 are one iteration per epoch: epoch e starts at iteration e - 1.
+STEP_ITERATIONS = {call: epoch - 1 for call, epoch in STEP_EPOCHS.items()}
 
 
 def pat(n: int, a: float, c: float, fn=torch.sin) -> torch.Tensor:
@@ -285,7 +287,7 @@ def test_step_terms_and_gradients_equal_reference_total_minus_ce(grad_type):
         student_out = student(batch.images)
         student_out.logits.retain_grad()
         student_out.pooled.retain_grad()
-        terms = crcd.loss_terms(student_out, teacher(batch.images), batch, inputs(call)[3], epoch=STEP_EPOCHS[call])
+        terms = crcd.loss_terms(student_out, teacher(batch.images), batch, inputs(call)[3], STEP_ITERATIONS[call])
         assert list(terms) == ["kd", "crcd", "grad"]
         assert terms["kd"].item() == pytest.approx(0.9 * want["kd"] * want["mimic"], rel=1e-9)
         assert terms["crcd"].item() == pytest.approx(want["crcd"] * want["mimic"], rel=1e-9)
@@ -340,7 +342,7 @@ def test_schedule_switches_kd_and_crcd_off_after_epoch_240_but_not_the_gradient_
         crcd.schedule_grad_term = schedule_grad_term
         batch = step_batch(1)
         for epoch, on in ((240, True), (241, False), (250, False)):
-            terms = crcd.loss_terms(student(batch.images), teacher(batch.images), batch, inputs(1)[3], epoch)
+            terms = crcd.loss_terms(student(batch.images), teacher(batch.images), batch, inputs(1)[3], epoch - 1)
             assert (terms["kd"].item() > 0) == on and (terms["crcd"].item() > 0) == on
             assert (terms["grad"].item() > 0) == (on or not schedule_grad_term)
 
@@ -391,7 +393,7 @@ def test_gradient_element_needs_the_teacher_graph():
     with torch.no_grad():
         teacher_out = teacher(batch.images)
     with pytest.raises(RuntimeError, match="teacher_grad"):
-        crcd.loss_terms(student(batch.images), teacher_out, batch, inputs(1)[3], epoch=1)
+        crcd.loss_terms(student(batch.images), teacher_out, batch, inputs(1)[3], 0)
 
 
 def test_forward_draws_class_aware_negatives_and_gives_float32_terms_from_bf16_features():
@@ -426,5 +428,6 @@ def test_crcd_config_carries_the_repository_recipe(tmp_path):
     assert (method.feat_dim, method.embed_type, method.num_negatives) == (128, "linear", 500)
     assert (method.temperature, method.momentum, method.mode) == (0.05, 0.5, "exact")
     assert (method.grad_type, method.grad_weight) == ("mse", 1.0)
-    assert (method.distill_epochs, method.schedule_grad_term, method.teacher_mode) == (240, False, "train")
+    assert (method.distill_fraction, method.schedule_grad_term, method.teacher_mode) == (0.96, False, "train")
+    assert (method.epochs, method.batch_size, method.drop_last) == (250, 64, False)
     assert cfg.published is None

@@ -111,7 +111,7 @@ def test_missing_checkpoint_says_which_experiment_makes_it(tmp_path):
     with pytest.raises(ConfigError) as info:
         run_job(cfg, tmp_path / "p")
     message = str(info.value)
-    assert str(runs / "crd_wrn40_2_16_2" / "seed0" / "model.pth") in message
+    assert str(runs / "crd_wrn40_2_16_2" / "default" / "seed0" / "model.pth") in message
     assert "experiment=crd_wrn40_2_16_2" in message and "probe.checkpoint=" in message
 
 
@@ -131,7 +131,7 @@ def test_every_transfer_experiment_freezes_the_output_of_an_existing_cifar_exper
                 assert source.role == "teacher" and probe["checkpoint"] == cfg.teacher.checkpoint
                 assert probe["arch"] == source.teacher.arch == "wrn_40_2"
                 continue
-            assert probe["checkpoint"] == f"R/{source.name}/seed0/model.pth", name
+            assert probe["checkpoint"] == f"R/{source.name}/default/seed0/model.pth", name
             assert source.role == "student" and probe["arch"] == source.student.arch == "wrn_16_2", name
             assert source.teacher.arch == "wrn_40_2" or probe["method"] == "vanilla_student"
             assert source.distiller.name == ("none" if probe["method"] == "vanilla_student" else probe["method"])
@@ -176,7 +176,7 @@ def _probe_overrides(root, runs) -> list[str]:
 def cifar_runs(fake_cifar_root, tmp_path_factory):
     """A 1-epoch resnet8 'vanilla_wrn_16_2' run, in the run directory the transfer experiments point at."""
     runs = tmp_path_factory.mktemp("runs")
-    run_dir = runs / "vanilla_wrn_16_2" / "seed0"
+    run_dir = runs / "vanilla_wrn_16_2" / "default" / "seed0"
     cfg = compose_config(["experiment=vanilla_wrn_16_2", "student=resnet8", "trainer.epochs=1",
                           *tiny_run_overrides(fake_cifar_root, runs)], run_dir=run_dir)
     run_job(cfg, run_dir)
@@ -204,7 +204,7 @@ def test_probe_on_stl10_through_the_cli(cifar_runs, tmp_path):
     cfg = compose_config(["experiment=transfer_vanilla_student_stl10", "student=resnet8", "trainer.epochs=2",
                           *_probe_overrides(root, cifar_runs)], run_dir=run_dir)
     run_job(cfg, run_dir)
-    source = load_file(cifar_runs / "vanilla_wrn_16_2" / "seed0" / "model.pth")["model"]
+    source = load_file(cifar_runs / "vanilla_wrn_16_2" / "default" / "seed0" / "model.pth")["model"]
     summary = _check_probe_run(run_dir, source, epochs=2, num_classes=10)
 
     assert summary["method"] == "vanilla_student" and summary["probe_dataset"] == "stl10"
@@ -217,7 +217,7 @@ def test_probe_on_stl10_through_the_cli(cifar_runs, tmp_path):
 def test_probe_on_tiny_imagenet_through_the_cli(cifar_runs, tmp_path):
     root = tmp_path / "data"
     _write_tiny_imagenet(root)
-    checkpoint = cifar_runs / "vanilla_wrn_16_2" / "seed0" / "model.pth"
+    checkpoint = cifar_runs / "vanilla_wrn_16_2" / "default" / "seed0" / "model.pth"
     run_dir = tmp_path / "probe"
     cfg = compose_config(["experiment=transfer_kd_tiny_imagenet", "student=resnet8", "trainer.epochs=1",
                           f"probe.checkpoint={checkpoint}", *_probe_overrides(root, tmp_path / "runs")],

@@ -68,7 +68,8 @@ def test_bf16_autocast_keeps_weights_and_loss_terms_float32(tmp_path) -> None:
 
 
 def test_teacher_cache_settings(tmp_path) -> None:
-    cfg = compose_config([f"paths.cache={tmp_path}"])
+    assert compose_config([]).trainer.teacher_cache is False  # the reference: the live teacher
+    cfg = compose_config([f"paths.cache={tmp_path}", "trainer.teacher_cache=auto"])
     device_loader = type("DeviceLike", (), {"num_views": 162})()
     data_loader = object()
     kd, fitnet = KD(weight=1.0, temperature=4.0), compose_config(["distiller=fitnet"])
