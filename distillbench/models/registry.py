@@ -11,8 +11,9 @@ from distillbench.models.cifar import CIFAR_MODELS
 from distillbench.models.imagenet import IMAGENET_MODELS
 from distillbench.models.timm_any import PREFIX as TIMM_PREFIX
 from distillbench.models.timm_any import create_timm_model
+from distillbench.models.tiny_imagenet import TINY_IMAGENET_MODELS
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {**CIFAR_MODELS, **IMAGENET_MODELS}
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {**CIFAR_MODELS, **IMAGENET_MODELS, **TINY_IMAGENET_MODELS}
 
 
 def list_models() -> list[str]:
