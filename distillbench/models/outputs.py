@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,9 @@ class ModelOutput:
 
     logits: Tensor
     feats: list[Tensor]
+    # Set by ``probe_shapes`` when the model has ``get_bn_before_relu`` (the BN layers whose outputs
+    # feed each stage's final ReLU): OFD reads its margins off the teacher's at setup.
+    bn_before_relu: Callable[[], list[nn.BatchNorm2d]] | None = None
 
     @property
     def pooled(self) -> Tensor:
@@ -54,6 +58,8 @@ def probe_shapes(model: nn.Module, input_shape: tuple[int, ...], preact: bool = 
     try:
         param = next(model.parameters())
         x = torch.zeros(input_shape, device=param.device, dtype=param.dtype)
-        return forward_features(model, x, preact=preact)
+        out = forward_features(model, x, preact=preact)
+        out.bn_before_relu = getattr(model, "get_bn_before_relu", None)
+        return out
     finally:
         model.train(was_training)

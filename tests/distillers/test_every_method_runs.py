@@ -16,9 +16,9 @@ from tests.conftest import CONFIG_DIR, compose_config, tiny_run_overrides
 METHODS = sorted(p.stem for p in (CONFIG_DIR / "distiller").glob("*.yaml") if p.stem != "none")
 # Small stand-ins for resnet56 -> resnet20 and vgg13 -> MobileNetV2 of the tables.
 PAIRS = {"same": ("resnet20", "resnet8"), "cross": ("vgg8", "MobileNetV2")}
-# Methods that need equal feature widths cannot take the cross pair: FSP at every stage, CRCD's default
+# Methods that need equal feature widths cannot take the cross pair: FSP and KDSVD at every stage, CRCD's default
 # gradient term at the pooled feature (N/A cells of the tables).
-SAME_WIDTHS_ONLY = {"fsp", "crcd"}
+SAME_WIDTHS_ONLY = {"fsp", "crcd", "kdsvd"}
 # Settings that shrink a method to 256 training images: fewer contrastive negatives than samples.
 METHOD_OVERRIDES = {
     "crd": ["distiller.method.num_negatives=64"],
