@@ -44,11 +44,14 @@ PAIR_OF = {pair: name for name, pair in PAIRS.items()}
 # Published method name -> distiller config. Superseded quotes (rrd_*_v2024jul) and the second,
 # unattributed WCoRD row (wcord_alt) have no experiment of their own.
 DISTILLERS = ["kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd_kd",
-              "crcd", "wcord", "wcord_kd", "rrd", "rrd_kd", "ckd", "dkd"]
+              "crcd", "wcord", "wcord_kd", "rrd", "rrd_kd", "ckd", "dkd", "kd_dot",
+              "reviewkd"]
 TITLES = {"kd": "KD", "fitnet": "FitNet", "at": "AT", "sp": "SP", "cc": "CC", "vid": "VID", "rkd": "RKD",
           "pkt": "PKT", "ab": "AB", "ft": "FT", "fsp": "FSP", "nst": "NST", "crd": "CRD", "crd_kd": "CRD+KD",
           "crcd": "CRCD", "wcord": "WCoRD", "wcord_kd": "WCoRD+KD", "rrd": "RRD", "rrd_kd": "RRD+KD", "ckd": "CKD",
-          "dkd": "DKD"}
+          "dkd": "DKD", "kd_dot": "KD+DOT", "ofd": "OFD", "reviewkd": "ReviewKD"}
+# Methods that are an optimiser as much as a loss: their experiments also select configs/optim/<value>.yaml.
+OPTIMIZERS = {"kd_dot": "dot"}
 
 # mdistiller's per-pair DKD beta (configs/cifar100/dkd/*.yaml); 8.0 elsewhere.
 DKD_BETA = {"resnet56_20": 2.0, "resnet110_32": 2.0, "vgg13_vgg8": 6.0, "vgg13_mobilenetv2": 6.0,
@@ -66,7 +69,16 @@ CKD_RECIPE = {
 # configs; CRCD on the pairs whose pooled features have equal widths, which its gradient term compares
 # (on the others it needs a choice the paper does not document: grad_type=crcd or none).
 CRCD_PAIRS = ["wrn40_2_16_2", "resnet56_20", "resnet110_20", "resnet110_32", "resnet32x4_8x4", "vgg13_vgg8"]
-UNPUBLISHED_PAIRS = {"crcd": CRCD_PAIRS, "ckd": list(CKD_RECIPE)}
+# OFD on the one CIFAR-100 pair mdistiller ships a config for (configs/cifar100/ofd.yaml @ a08d46f: RepDistiller's
+# recipe, cfg.py's OFD weights); the authors' CIFAR-100 table uses WRN-28-4 teachers, which are not in the zoo.
+OFD_PAIRS = ["resnet32x4_8x4"]
+UNPUBLISHED_PAIRS = {"crcd": CRCD_PAIRS, "ckd": list(CKD_RECIPE), "ofd": OFD_PAIRS}
+# ReviewKD's weight where it is not 5.0 (mdistiller configs/cifar100/reviewkd.yaml:10, its only CIFAR pair):
+# the authors' CIFAR-100/script/reviewKD.sh (dvlab-research/ReviewKD @ cede6ea) for the pairs it lists.
+REVIEWKD_WEIGHT = {"resnet32x4_shufflev2": 8.0, "resnet56_20": 0.6, "resnet110_32": 1.0}
+# Students whose pre-activation taps are not relu-able into the post-activation maps mdistiller reads
+# (configs/distiller/reviewkd.yaml, student_relu): tapped as they are.
+REVIEWKD_TAPPED_AS_IS = {"MobileNetV2", "wrn_16_2", "wrn_40_1"}
 
 
 # Said in the header of every experiment of the method.
@@ -77,13 +89,19 @@ NOTES = {
     "crcd": "The CRCD code is an incomplete re-implementation by its authors; see configs/distiller/crcd.yaml.",
     "rrd": "FIFO-queue variant with the 2024 ordering and temperatures, the code behind the published table.",
     "rrd_kd": "FIFO-queue variant with the 2024 ordering and temperatures, the code behind the published table.",
+    "reviewkd": "mdistiller's ReviewKD and recipe (megvii-research/mdistiller @ a08d46f "
+                "configs/cifar100/reviewkd.yaml: 240 epochs, batch 64, lr 0.05, x0.1 at 150/180/210, wd 5e-4, "
+                "weight warm-up over 20 epochs; lr 0.01 for MobileNetV2/ShuffleV1/V2 as in its other CIFAR configs); "
+                "weight 5.0, or the authors' CIFAR-100/script/reviewKD.sh (dvlab-research/ReviewKD @ cede6ea) value "
+                "for the pair.",
+    "ofd": "mdistiller's configs/cifar100/ofd.yaml (a08d46f); the teacher runs in train mode, as there.",
 }
 
 
 # ImageNet cells (mdistiller's recipes): pair -> (teacher, student) as published.yaml names them.
 IMAGENET_PAIRS = {"imagenet_r34_r18": ("resnet34", "resnet18"), "imagenet_r50_mv1": ("resnet50", "mobilenetv1")}
 IMAGENET_TITLES = {"imagenet_r34_r18": ("ResNet-34", "ResNet-18"), "imagenet_r50_mv1": ("ResNet-50", "MobileNetV1")}
-IMAGENET_METHODS = ["kd", "at", "crd", "crcd", "dkd", "ckd"]
+IMAGENET_METHODS = ["kd", "at", "crd", "crcd", "dkd", "ckd", "kd_dot", "reviewkd"]
 # CRCD's default gradient term compares equal-width pooled features: ResNet-50 (2048) vs MobileNetV1 (1024) is N/A.
 IMAGENET_NA = {("crcd", "imagenet_r50_mv1")}
 
@@ -92,12 +110,28 @@ def imagenet_recipe(method: str, pair: str) -> dict:
     """mdistiller's ImageNet configs (KD, AT, CRD, DKD); CKD's released ImageNet recipe; CRCD as CRD."""
     if method == "kd":
         return {"distiller": {"ce_weight": 0.5, "method": {"weight": 0.5, "temperature": 1.0}}}
+    if method == "kd_dot":
+        # mdistiller @ a08d46f configs/imagenet/{r34_r18,r50_mv1}/dot.yaml: KD's ImageNet terms (CE 0.5, KD 0.5, T 1),
+        # SOLVER.DOT.DELTA 0.09, and the pair's recipe (batch 512, lr 0.2, 100 epochs, x0.1 at 30/60/90, wd 1e-4).
+        return {"distiller": {"ce_weight": 0.5, "method": {"weight": 0.5, "temperature": 1.0}},
+                "optim": {"delta": 0.09}}
+    if method == "reviewkd":
+        # mdistiller configs/imagenet/{r34_r18,r50_mv1}/reviewkd.yaml:15-34: batch 256, lr 0.1, weight 1.0 / 8.0,
+        # warm-up 1 epoch. No pre-activation taps on these networks: post-activation maps on both sides.
+        weight = 1.0 if pair == "imagenet_r34_r18" else 8.0
+        return {"dataset": {"batch_size": 256}, "optim": {"lr": 0.1},
+                "distiller": {"method": {"weight": weight, "warmup_epochs": 1, "preact": False,
+                                         "student_relu": False}}}
     if method in ("crd", "crcd"):
         return {"dataset": {"batch_size": 256}, "optim": {"lr": 0.1}}
     if method == "dkd":
         beta = 0.5 if pair == "imagenet_r34_r18" else 2.0
         return {"distiller": {"method": {"beta": beta, "temperature": 1.0, "warmup": 1}}}
     if method == "ckd":
+        # ZhouXinzzzzz/CKD @ f16a145 configs/imagenet/{r34_r18,r50_mv1}/ckd.yaml:15-20: batch 512, 200 epochs, lr 0.2,
+        # cosine to 0 (mdistiller/engine/trainer.py:48-49, T_max = epochs, stepped per epoch), wd 1e-4. The cosine
+        # scheduler is the experiment's `override /sched: cosine`; the pair's step schedule is its own sched config
+        # (configs/sched/imagenet_multistep.yaml), so none of its keys reach CosineAnnealingLR.
         return {"trainer": {"epochs": 200}, "distiller": {"method": {"weight": 10.0, "temperature": 1.0}}}
     return {}
 
@@ -112,6 +146,19 @@ def recipe(method: str, pair: str) -> dict:
                 "distiller": {"method": {"weight": weight, "temperature": temperature}}}
     if method == "dkd" and pair in DKD_BETA:
         return {"distiller": {"method": {"beta": DKD_BETA[pair]}}}
+    if method == "reviewkd":
+        overrides = {"weight": REVIEWKD_WEIGHT[pair]} if pair in REVIEWKD_WEIGHT else {}
+        if PAIRS[pair][1] in REVIEWKD_TAPPED_AS_IS:
+            overrides["student_relu"] = False
+        return {"distiller": {"method": overrides}} if overrides else {}
+    if method in ("rrd", "rrd_kd"):
+        # giakoumoglou/rrd @ 45e1cf8 datasets/cifar100.py:47 (83cefda cifar/datasets/cifar100.py:47): the training
+        # DataLoader of the FIFO-queue variant has drop_last=True.
+        return {"dataset": {"drop_last": True}}
+    # kd_dot: mdistiller @ a08d46f configs/cifar100/dot/{res32x4_res8x4,vgg13_vgg8,res32x4_shuv2}.yaml are
+    # RepDistiller's recipe (240 epochs, batch 64, lr 0.05 / 0.01 for ShuffleV2, x0.1 at 150/180/210, wd 5e-4,
+    # momentum 0.9) with mdistiller's default KD terms (CE 0.1, KD 0.9, T 4) and DOT.DELTA 0.075: all defaults
+    # here (optim/dot.yaml).
     return {}
 
 
@@ -134,6 +181,23 @@ def published_cells() -> dict[tuple[str, str], dict]:
     return {cell: entry for cell, (_, entry) in cells.items()}
 
 
+def protocol(published: dict | None, dataset: str) -> dict | None:
+    """How the paper behind ``published`` reports a cell: how many seeds it averaged (null: not stated) and
+    which epoch's accuracy (last_epoch, best_epoch or unknown), from the papers block of published.yaml.
+    scripts/make_tables.py reports the cell by this rule and marks it while it has fewer seeds."""
+    if published is None:
+        return None
+    paper = yaml.safe_load(PUBLISHED.read_text())["papers"][published["paper"]]
+    runs = paper.get("runs")
+    seeds = runs.get(dataset) if isinstance(runs, dict) else runs
+    return {"seeds": seeds, "report": paper["metric"], "paper": published["paper"]}
+
+
+def optimizer_default(method: str) -> list[str]:
+    """The defaults-list line that selects the method's own optimiser, if it has one."""
+    return [f"  - override /optim: {OPTIMIZERS[method]}"] if method in OPTIMIZERS else []
+
+
 def dump(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120)
 
@@ -154,14 +218,17 @@ def experiment_file(method: str, pair: str, published: dict | None) -> str:
     lines += [f"defaults:\n  - /pair: {pair}\n  - override /distiller: {method}"]
     if method == "ckd":
         lines.append("  - override /sched: cosine")
-    body = {"name": f"{method}_{pair}", **recipe(method, pair), "published": published}
+    lines += optimizer_default(method)
+    body = {"name": f"{method}_{pair}", **recipe(method, pair), "published": published,
+            "protocol": protocol(published, "cifar100")}
     return "\n".join(lines) + "\n\n" + dump(body)
 
 
 def vanilla_file(student: str, published: dict | None) -> str:
     return (f"# @package _global_\n# {student} trained alone (cross-entropy only), the vanilla-student row. {MARK}\n"
             f"defaults:\n  - override /student: {student}\n  - override /distiller: none\n\n"
-            + dump({"name": f"vanilla_{student}", "published": published}))
+            + dump({"name": f"vanilla_{student}", "published": published,
+                    "protocol": protocol(published, "cifar100")}))
 
 
 def vanilla_published() -> dict[str, dict]:
@@ -195,12 +262,63 @@ def imagenet_experiment_file(method: str, pair: str, published: dict | None) -> 
     lines = ["# @package _global_", f"# {TITLES[method]}, ImageNet {teacher} -> {student}. {MARK}"]
     if method == "crcd":
         lines.append("# CRCD's ImageNet recipe is not public; this uses CRD's (batch 256, lr 0.1).")
+    if method == "reviewkd":
+        lines.append("# mdistiller's ReviewKD recipe, but on post-activation maps: mdistiller's ImageNet networks give "
+                     "pre-activation ones (STU_PREACT: True), torchvision's and timm's have no such taps.")
     if published is None:
         lines.append("# No published number for this cell could be sourced.")
     lines += [f"defaults:\n  - /pair: {pair}\n  - override /distiller: {method}"]
     if method == "ckd":
         lines.append("  - override /sched: cosine")
-    body = {"name": f"{method}_{pair}", **imagenet_recipe(method, pair), "published": published}
+    lines += optimizer_default(method)
+    body = {"name": f"{method}_{pair}", **imagenet_recipe(method, pair), "published": published,
+            "protocol": protocol(published, "imagenet")}
+    return "\n".join(lines) + "\n\n" + dump(body)
+
+
+def imagenet_vanilla_file(pair: str, published: dict) -> str:
+    """The pair's student trained alone with the pair's recipe (mdistiller's ImageNet solver: batch 512, lr 0.2)."""
+    student = IMAGENET_TITLES[pair][1]
+    lines = ["# @package _global_",
+             f"# ImageNet {student} trained alone (cross-entropy only), the vanilla-student row, with mdistiller's "
+             f"ImageNet recipe. {MARK}",
+             f"defaults:\n  - /pair: {pair}\n  - override /distiller: none"]
+    body = {"name": f"vanilla_imagenet_{IMAGENET_PAIRS[pair][1]}", "published": published,
+            "protocol": protocol(published, "imagenet")}
+    return "\n".join(lines) + "\n\n" + dump(body)
+
+
+# Tiny-ImageNet cells (DOT's table; mdistiller's recipe in configs/pair/tinyimagenet_*.yaml, 64x64 images): pair ->
+# (teacher, student) as published.yaml names them; the pair config picks the architectures (models/tiny_imagenet/).
+TINY_PAIRS = {"tinyimagenet_r18_mv2": ("resnet18", "mobilenetv2"),
+              "tinyimagenet_r18_shuv2": ("resnet18", "shufflenetv2")}
+TINY_TITLES = {"tinyimagenet_r18_mv2": ("ResNet18", "MobileNetV2"), "tinyimagenet_r18_shuv2": ("ResNet18", "ShuffleV2")}
+TINY_METHODS = ["kd", "kd_dot"]
+
+
+def tiny_imagenet_published() -> dict[tuple[str, str], dict]:
+    """(method, pair) -> the published Tiny-ImageNet number (DOT's table is the only source)."""
+    data = yaml.safe_load(PUBLISHED.read_text())
+    pairs = {names: pair for pair, names in TINY_PAIRS.items()}
+    found = {}
+    for e in data["entries"]:
+        pair = pairs.get((e["teacher"], e["student"]))
+        if e["dataset"] == "tinyimagenet" and pair is not None and e["top1"] is not None:
+            found[(e["method"], pair)] = {"acc1": e["top1"], "paper": e["paper"],
+                                          "metric": data["papers"][e["paper"]]["metric"],
+                                          "provenance": e["provenance"], "source": e["source"]}
+    return found
+
+
+def tiny_imagenet_experiment_file(method: str, pair: str, published: dict | None) -> str:
+    teacher, student = TINY_TITLES[pair]
+    lines = ["# @package _global_", f"# {TITLES[method]}, Tiny-ImageNet {teacher} -> {student}. {MARK}"]
+    if method == "kd":
+        lines.append("# mdistiller ships no Tiny-ImageNet KD config: its DOT recipe with SGD and KD's defaults.")
+    if published is None:
+        lines.append("# No published number for this cell could be sourced.")
+    lines += [f"defaults:\n  - /pair: {pair}\n  - override /distiller: {method}", *optimizer_default(method)]
+    body = {"name": f"{method}_{pair}", "published": published, "protocol": protocol(published, "tinyimagenet")}
     return "\n".join(lines) + "\n\n" + dump(body)
 
 
@@ -250,6 +368,7 @@ def transfer_file(method: str, table: str, published: dict) -> str:
         probe.update(arch="${teacher.arch}", checkpoint="${teacher.checkpoint}")
         body["optim"] = {"lr": "${teacher.lr}"}
     body["published"] = published
+    body["protocol"] = protocol(published, table)
     return "\n".join(lines) + "\n\n" + dump(body)
 
 
@@ -267,6 +386,14 @@ def wanted_files() -> dict[Path, str]:
             if (method, pair) not in IMAGENET_NA:
                 files[CONFIGS / "experiment" / f"{method}_{pair}.yaml"] = imagenet_experiment_file(
                     method, pair, imagenet.get((method, pair)))
+        if ("vanilla_student", pair) in imagenet:
+            files[CONFIGS / "experiment" / f"vanilla_imagenet_{IMAGENET_PAIRS[pair][1]}.yaml"] = imagenet_vanilla_file(
+                pair, imagenet[("vanilla_student", pair)])
+    tiny = tiny_imagenet_published()
+    for pair in TINY_PAIRS:
+        for method in TINY_METHODS:
+            files[CONFIGS / "experiment" / f"{method}_{pair}.yaml"] = tiny_imagenet_experiment_file(
+                method, pair, tiny.get((method, pair)))
     vanilla = vanilla_published()
     for student in sorted({s for _, s in PAIRS.values()}):
         files[CONFIGS / "experiment" / f"vanilla_{student}.yaml"] = vanilla_file(student, vanilla.get(student))
