@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import json
 import logging
 import os
@@ -100,6 +101,7 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=1)
 def code_revision() -> dict[str, Any]:
     """The git commit of the distillbench checkout and whether it has uncommitted changes
     (``None`` when distillbench is not run from a git checkout, e.g. a wheel)."""
@@ -110,8 +112,8 @@ def code_revision() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status)}
 
 
-def environment() -> dict[str, Any]:
-    """Package versions, accelerator, code revision and host of this process."""
+@functools.lru_cache(maxsize=1)
+def _environment() -> dict[str, Any]:
     import importlib.metadata as md
 
     import torch
@@ -135,6 +137,11 @@ def environment() -> dict[str, Any]:
         "host": socket.gethostname(),
         "platform": platform.platform(),
     }
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, accelerator, code revision and host of this process (read once per process)."""
+    return dict(_environment())
 
 
 # ------------------------------------------------------------------------------ files
