@@ -104,27 +104,46 @@ def differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list
 
 
 # ---------------------------------------------------------------------------- variants
-def split_override(override: str) -> tuple[str, str | None]:
-    """``+a.b=1`` -> (``a.b``, ``1``); ``~a.b`` -> (``a.b``, None)."""
-    text = override.lstrip("+~")
-    key, sep, value = text.partition("=")
-    return key.strip(), (value.strip() if sep else None)
+def _canonical(value: Any) -> str:
+    """One spelling per value: a sweep's job sees ``False`` and ``0.1`` where the command line said ``false``
+    and ``0.10``; both must name the same directory."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(key, canonical value) per override, ``None`` for a deletion (``~key``), parsed as Hydra parses them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = []
+    for override in overrides:
+        try:
+            (item,) = OverridesParser.create().parse_overrides([override])
+        except Exception:  # noqa: BLE001 - an override Hydra itself would reject never reaches a run
+            key, sep, value = override.lstrip("+~").partition("=")
+            parsed.append((key.strip(), value.strip() if sep else None))
+            continue
+        parsed.append((item.key_or_group, None if item.is_delete() else _canonical(item.value())))
+    return parsed
 
 
 def variant_overrides(overrides: Iterable[str]) -> list[str]:
-    """The command-line overrides that can change the result, normalised and sorted by key.
+    """The command-line overrides that can change the result, in one canonical spelling, sorted by key.
 
     Group choices count like values (``dataset=digits``, ``trainer=fast``); the experiment, the seed,
     launcher and Hydra settings and the keys of ``NOT_IDENTITY`` do not.
     """
     kept = {}
-    for override in overrides:
-        key, value = split_override(override)
+    for key, value in parse_overrides(overrides):
         config_key = key.replace("/", ".")
         if _listed(key, _LAUNCH_KEYS) or key.startswith("hydra") or not counts_for_identity(config_key):
             continue
-        deleted = override.lstrip("+").startswith("~")
-        kept[key] = f"~{key}" if deleted else f"{key}={value}"
+        kept[key] = f"~{key}" if value is None else f"{key}={value}"
     return [kept[k] for k in sorted(kept)]
 
 

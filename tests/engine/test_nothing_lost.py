@@ -210,3 +210,29 @@ def test_a_torn_last_metrics_line_is_dropped_with_a_warning_and_resume_continues
     assert "incomplete" in caplog.text
     run_job(teacher_run(fake_cifar_root, run_dir, "resume=true"), run_dir)
     assert losses(run_dir) == losses(reference)
+
+
+def test_a_crash_while_resume_rewrites_the_metrics_loses_no_history(fake_cifar_root, tmp_path, straight):
+    reference, _ = straight
+    run_dir = tmp_path / "run"
+    trainer = build_trainer(teacher_run(fake_cifar_root, run_dir), run_dir)
+    steps = trainer.steps()
+    with trainer.stop:
+        for _ in range(7):  # epoch 1 logged, epoch 2 checkpointed mid-way
+            next(steps)
+    steps.close()
+    before = (run_dir / "metrics.jsonl").read_text()
+
+    def crash_at_rewrite(point, path):
+        if point == "rename" and path.name == "metrics.jsonl":
+            raise SimulatedCrash("resume rewriting metrics.jsonl")
+
+    previous = faults.install(crash_at_rewrite)
+    try:
+        with pytest.raises(SimulatedCrash):
+            run_job(teacher_run(fake_cifar_root, run_dir, "resume=true"), run_dir)
+    finally:
+        faults.install(previous)
+    assert (run_dir / "metrics.jsonl").read_text() == before  # the old file, whole
+    run_job(teacher_run(fake_cifar_root, run_dir, "resume=true"), run_dir)
+    assert losses(run_dir) == losses(reference)

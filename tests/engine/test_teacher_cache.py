@@ -111,7 +111,7 @@ CACHEABLE = sorted(
 
 
 def test_the_methods_that_declare_themselves_cacheable() -> None:
-    assert set(CACHEABLE) == {"cc", "ckd", "crd", "crd_kd", "dkd", "kd", "pkt", "rkd", "rrd", "rrd_2025",
+    assert set(CACHEABLE) == {"cc", "ckd", "crd", "crd_kd", "dkd", "kd", "kd_dot", "pkt", "rkd", "rrd", "rrd_2025",
                               "rrd_kd", "rrd_momentum", "wcord", "wcord_kd"}
 
 
