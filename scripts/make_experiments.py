@@ -13,6 +13,7 @@ linear-probe transfer tables (CIFAR-100 -> STL-10 / Tiny-ImageNet) get transfer_
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def recipe(method: str, pair: str) -> dict:
 def published_cells() -> dict[tuple[str, str], dict]:
     """(method, pair) -> the published entry an experiment names: the method's own paper first,
     then the CRD paper (which ran every baseline), then the most direct provenance."""
-    data = yaml.safe_load(PUBLISHED.read_text())
+    data = published_data()
     rank = {"official_readme": 0, "official_readme_history": 1, "second_hand": 2, "pwc_archive": 3}
     cells: dict[tuple[str, str], tuple] = {}
     for e in data["entries"]:
@@ -181,13 +182,19 @@ def published_cells() -> dict[tuple[str, str], dict]:
     return {cell: entry for cell, (_, entry) in cells.items()}
 
 
+@functools.lru_cache(maxsize=1)
+def published_data() -> dict:
+    """results/paper/published.yaml, read once (every experiment file consults it)."""
+    return yaml.safe_load(PUBLISHED.read_text())
+
+
 def protocol(published: dict | None, dataset: str) -> dict | None:
     """How the paper behind ``published`` reports a cell: how many seeds it averaged (null: not stated) and
     which epoch's accuracy (last_epoch, best_epoch or unknown), from the papers block of published.yaml.
     scripts/make_tables.py reports the cell by this rule and marks it while it has fewer seeds."""
     if published is None:
         return None
-    paper = yaml.safe_load(PUBLISHED.read_text())["papers"][published["paper"]]
+    paper = published_data()["papers"][published["paper"]]
     runs = paper.get("runs")
     seeds = runs.get(dataset) if isinstance(runs, dict) else runs
     return {"seeds": seeds, "report": paper["metric"], "paper": published["paper"]}
@@ -232,7 +239,7 @@ def vanilla_file(student: str, published: dict | None) -> str:
 
 
 def vanilla_published() -> dict[str, dict]:
-    data = yaml.safe_load(PUBLISHED.read_text())
+    data = published_data()
     found = {}
     for e in data["entries"]:
         if e["dataset"] == "cifar100" and e["method"] == "vanilla_student" and e["paper"] == "crd":
@@ -242,7 +249,7 @@ def vanilla_published() -> dict[str, dict]:
 
 
 def imagenet_published() -> dict[tuple[str, str], dict]:
-    data = yaml.safe_load(PUBLISHED.read_text())
+    data = published_data()
     pairs = {names: pair for pair, names in IMAGENET_PAIRS.items()}
     found: dict[tuple[str, str], dict] = {}
     for e in data["entries"]:
@@ -298,7 +305,7 @@ TINY_METHODS = ["kd", "kd_dot"]
 
 def tiny_imagenet_published() -> dict[tuple[str, str], dict]:
     """(method, pair) -> the published Tiny-ImageNet number (DOT's table is the only source)."""
-    data = yaml.safe_load(PUBLISHED.read_text())
+    data = published_data()
     pairs = {names: pair for pair, names in TINY_PAIRS.items()}
     found = {}
     for e in data["entries"]:
@@ -340,7 +347,7 @@ def transfer_source(method: str) -> str:
 
 def transfer_published() -> dict[tuple[str, str], dict]:
     """(method, dataset key) -> the published linear-probe number."""
-    data = yaml.safe_load(PUBLISHED.read_text())
+    data = published_data()
     found = {}
     for e in data["entries"]:
         if e["dataset"] in TRANSFER_DATASETS and (e["teacher"], e["student"]) == PAIRS[TRANSFER_PAIR]:

@@ -28,11 +28,28 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-def test_every_experiment_composes_and_builds_its_models_on_the_cpu(tmp_path):
+def one_per_method_and_pair() -> list[str]:
+    """The first experiment of each method and of each pair (by name): every distiller config and every pair
+    config composed, in a few seconds. The slow suite composes and builds them all."""
+    chosen, seen = [], set()
+    for name in EXPERIMENTS:
+        method = next((d for d in sorted(DISTILLERS, key=len, reverse=True) if name.startswith(d + "_")), name)
+        pair = name[len(method) + 1:]
+        if method not in seen or pair not in seen:
+            chosen.append(name)
+            seen.update((method, pair))
+    return chosen
+
+
+@pytest.mark.parametrize("experiments", [
+    pytest.param(EXPERIMENTS, id="all", marks=pytest.mark.slow),
+    pytest.param(one_per_method_and_pair(), id="one_per_method_and_pair"),
+])
+def test_every_experiment_composes_and_builds_its_models_on_the_cpu(experiments, tmp_path):
     """All experiments in one Hydra context (composing ~300 configs one context each would take minutes)."""
     built: dict[str, int] = {}
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        for experiment in EXPERIMENTS:
+        for experiment in experiments:
             cfg = compose(config_name="config", overrides=[f"experiment={experiment}"])
             cfg.run_dir = str(tmp_path)
             resolved = OmegaConf.to_container(cfg, resolve=True)
