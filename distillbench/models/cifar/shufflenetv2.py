@@ -122,12 +122,14 @@ class ShuffleNetV2(nn.Module):
         for stage in (self.layer1, self.layer2, self.layer3):
             out, stage_preact = stage(out)
             feats.append(stage_preact if preact else out)
-        out = F.relu(self.bn2(self.conv2(out)))
-        # A fixed 4x4 window: global pooling for the 4x4 map a 32x32 input leaves.
-        out = F.avg_pool2d(out, 4).flatten(1)
+        out = self.pool(F.relu(self.bn2(self.conv2(out))))
         feats.append(out)
         logits = self.linear(out)
         return (feats, logits) if is_feat else logits
+
+    def pool(self, out: Tensor) -> Tensor:
+        """A fixed 4x4 window: global pooling for the 4x4 map a 32x32 input leaves (RepDistiller's head)."""
+        return F.avg_pool2d(out, 4).flatten(1)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"ShuffleV2": ShuffleNetV2}

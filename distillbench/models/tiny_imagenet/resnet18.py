@@ -15,36 +15,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillbench.models.cifar.resnet import (
+    BasicBlock,
     FeaturesAndLogits,
     ResidualStage,
     conv3x3,
     init_conv_bn_,
-    make_shortcut,
     run_stages,
 )
 
 
-class ShortcutBasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers around a residual connection named ``shortcut`` (resnetv2's key).
-
-    Returns ``(relu(sum), sum)``, as the CIFAR zoo's blocks do.
-    """
-
-    expansion = 1
+class ShortcutBasicBlock(BasicBlock):
+    """The CIFAR zoo's ``BasicBlock`` with its residual connection registered as ``shortcut`` (resnetv2's
+    state-dict key) instead of ``downsample``; returns ``(relu(sum), sum)`` like it."""
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = make_shortcut(in_planes, planes, stride)
+        super().__init__(in_planes, planes, stride)
+        self.shortcut = self._modules.pop("downsample")
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        preact = out + self.shortcut(x)
-        return F.relu(preact), preact
+    @property
+    def downsample(self) -> nn.Module:
+        return self.shortcut
 
 
 class ResNet18(nn.Module):

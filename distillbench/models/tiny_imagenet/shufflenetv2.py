@@ -19,17 +19,8 @@ from distillbench.models.cifar.shufflenetv2 import ShuffleNetV2
 class ShuffleNetV2GlobalPool(ShuffleNetV2):
     """``ShuffleNetV2`` whose head pools the whole final map, whatever the input size."""
 
-    def forward(self, x: Tensor, is_feat: bool = False, preact: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
-        out = F.relu(self.bn1(self.conv1(x)))
-        feats = [out]
-        for stage in (self.layer1, self.layer2, self.layer3):
-            out, stage_preact = stage(out)
-            feats.append(stage_preact if preact else out)
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        feats.append(out)
-        logits = self.linear(out)
-        return (feats, logits) if is_feat else logits
+    def pool(self, out: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
 
 def shufflev2_tinyimagenet(num_classes: int = 200) -> nn.Module:
