@@ -49,6 +49,7 @@ def test_glob_and_seeds_with_the_joblib_launcher_give_one_directory_per_run(fake
     assert seeds == {0, 1}
 
 
+@pytest.mark.slow  # SLURM's code path through submitit's local executor; CI runs it
 def test_submitit_local_executor_runs_each_job(fake_cifar_root, teacher, tmp_path):
     runs = tmp_path / "runs"
     multirun("experiment=kd_resnet32x4_8x4", "seed=3,4", "hydra/launcher=submitit_local",

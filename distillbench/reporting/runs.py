@@ -68,9 +68,24 @@ class RunRecord:
         return getattr(self, metric)
 
 
+# The published tables name networks as their papers do; ours carry a dataset prefix or suffix where one name
+# would otherwise mean two networks (torchvision's ResNet-34 vs the CIFAR zoo, mdistiller's Tiny-ImageNet nets).
+PUBLISHED_ARCH = {
+    "imagenet_resnet18": "resnet18", "imagenet_resnet34": "resnet34", "imagenet_resnet50": "resnet50",
+    "imagenet_mobilenetv1": "mobilenetv1", "ResNet18": "resnet18", "MobileNetV2_tinyimagenet": "mobilenetv2",
+    "ShuffleV2_tinyimagenet": "shufflenetv2",
+}
+
+
+def published_arch(arch: str | None) -> str | None:
+    return PUBLISHED_ARCH.get(arch, arch) if arch is not None else None
+
+
 def cell_of(job_type: str | None, method: str | None, arch: str | None, teacher: str | None,
             student: str | None) -> tuple[str, str | None, str | None]:
-    """(method row, teacher, student) of a run: teachers and networks trained alone get their own rows."""
+    """(method row, teacher, student) of a run, networks named as the published tables name them: teachers
+    and networks trained alone get their own rows."""
+    arch, teacher, student = published_arch(arch), published_arch(teacher), published_arch(student)
     if job_type == "teacher":
         return "vanilla_teacher", arch, None
     if method in (None, "none"):
@@ -137,7 +152,7 @@ def make_record(source: str, summary: dict | None, run: dict | None, config: dic
         overrides=tuple(run.get("overrides") or ()),
         identity=run.get("identity") or fields.get("identity"),
         group=run.get("group") or fields.get("group"),
-        precision=resolved.get("precision") or fields.get("precision"),
+        precision=resolved.get("trainer.precision") or resolved.get("precision") or fields.get("precision"),
         data_generated=bool((run.get("data") or {}).get("generated", fields.get("data_generated", False))),
         finished=finished,
         has_run_record=bool(run.get("group") or fields.get("group")),

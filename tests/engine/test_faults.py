@@ -101,7 +101,8 @@ def test_killed_by_the_fault_switch_during_a_checkpoint_rotation_then_resume_equ
     assert_same_result(tmp_path / "run", uninterrupted)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "SIGUSR1"])
 def test_scheduler_signal_saves_and_exits_then_resumes_exactly(signum, data_root, uninterrupted, tmp_path):
     cmd = command(data_root, tmp_path)
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -38,7 +38,8 @@ def write_run(root: Path, experiment: str, seed: int, last: float, best: float, 
     if run_record:
         run = {"format": 1, "experiment": experiment, "variant": variant, "overrides": list(overrides),
                "identity": _hash(group, seed), "group": group, "seed": seed, "identity_fields": {},
-               "resolved": {"device": "cpu", "precision": precision}, "data": {"generated": generated},
+               "resolved": {"trainer.device_type": "cpu", "trainer.precision": precision},
+               "data": {"generated": generated},
                "environment": {}, "created": "2025-01-01T00:00:00"}
         (run_dir / "run.json").write_text(json.dumps(run))
     done = epochs if epochs_done is None else epochs_done

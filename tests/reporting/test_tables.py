@@ -106,6 +106,21 @@ def test_groups_are_never_averaged_the_papers_precision_fills_the_cell(tmp_path,
     assert {g.first.precision for g in others} == {"bf16", "float32"}
 
 
+def test_imagenet_networks_meet_their_published_rows_under_the_papers_names(tmp_path, published):
+    root = tmp_path / "runs"
+    write_run(root, "kd_imagenet_r34_r18", 0, 71.0, 71.1, teacher="imagenet_resnet34", student="imagenet_resnet18",
+              dataset="imagenet", protocol=DKD)
+    write_run(root, "unfinished_bf16", 0, 60.0, 60.0, teacher="imagenet_resnet34", student="imagenet_resnet18",
+              dataset="imagenet", precision="bf16", finished=False, epochs_done=3, epochs=100, protocol=DKD)
+    records = load_local_runs([root])
+    assert {(r.teacher, r.student) for r in records} == {("resnet34", "resnet18")}
+    assert {r.precision for r in records} == {"float32", "bf16"}  # from run.json even before a summary exists
+    kd = cell(build_cells(records, published, "imagenet", "acc1_best", selection=select(records, published,
+                                                                                       "imagenet")),
+              "kd", "resnet34", "resnet18")
+    assert kd.ours.n == 1 and kd.published is not None and kd.published.top1 is not None
+
+
 def test_short_unfinished_generated_and_old_runs_are_variants(tmp_path, published):
     root = tmp_path / "runs"
     write_run(root, KD, 0, 20.0, 20.0, variant="trainer.epochs=1", overrides=("trainer.epochs=1",), epochs=1)
