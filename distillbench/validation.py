@@ -12,7 +12,8 @@ from typing import Any
 
 from distillbench.errors import ConfigError
 
-ROLES = ("student", "teacher", "probe")
+# eval: a released network evaluated as it is, not trained (the ImageNet teachers' rows).
+ROLES = ("student", "teacher", "probe", "eval")
 LOADERS = ("auto", "torch", "device", "jpeg_device")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 PRECISIONS = ("auto", "float32", "bf16")
@@ -66,13 +67,17 @@ def validate(cfg: Mapping[str, Any]) -> None:
     check_choice("role", cfg.get("role"), ROLES)
     check_int("seed", cfg.get("seed"), 0)
     trainer, dataset = cfg["trainer"], cfg["dataset"]
-    check_int("trainer.epochs", trainer.get("epochs"), 1, "A run trains at least one epoch.")
+    if cfg.get("role") != "eval":  # an evaluation trains no epoch
+        check_int("trainer.epochs", trainer.get("epochs"), 1, "A run trains at least one epoch.")
     check_int("dataset.batch_size", dataset.get("batch_size"), 1)
     check_int("dataset.test_batch_size", dataset.get("test_batch_size"), 1)
     for key in ("num_workers", "test_num_workers"):
         if key in dataset:
             check_int(f"dataset.{key}", dataset.get(key), 0)
     check_choice("dataset.loader", dataset.get("loader", "auto"), LOADERS)
+    for key, count in (dataset.get("subset") or {}).items():  # debug runs (configs/debug/)
+        if count is not None:
+            check_int(f"dataset.subset.{key}", count, 1, "null keeps the whole split.")
     check_int("trainer.check_finite_every", trainer.get("check_finite_every", 1), 1)
     check_int("trainer.checkpoint_every_steps", trainer.get("checkpoint_every_steps", 0), 0)
     check_choice("trainer.precision", trainer.get("precision", "float32"), PRECISIONS)

@@ -295,6 +295,18 @@ def imagenet_vanilla_file(pair: str, published: dict) -> str:
     return "\n".join(lines) + "\n\n" + dump(body)
 
 
+def imagenet_teacher_file(pair: str, published: dict) -> str:
+    """The pair's teacher as the papers use it: torchvision's released weights, evaluated (role: eval), not trained."""
+    teacher = IMAGENET_TITLES[pair][0]
+    lines = ["# @package _global_",
+             f"# ImageNet {teacher}, the vanilla-teacher row: torchvision's released weights evaluated on the "
+             f"validation set (role: eval; offline, teacher.checkpoint=<its state dict>). {MARK}",
+             f"defaults:\n  - /pair: {pair}\n  - override /distiller: none"]
+    body = {"name": f"teacher_imagenet_{IMAGENET_PAIRS[pair][0]}", "role": "eval", "published": published,
+            "protocol": protocol(published, "imagenet")}
+    return "\n".join(lines) + "\n\n" + dump(body)
+
+
 # Tiny-ImageNet cells (DOT's table; mdistiller's recipe in configs/pair/tinyimagenet_*.yaml, 64x64 images): pair ->
 # (teacher, student) as published.yaml names them; the pair config picks the architectures (models/tiny_imagenet/).
 TINY_PAIRS = {"tinyimagenet_r18_mv2": ("resnet18", "mobilenetv2"),
@@ -396,6 +408,9 @@ def wanted_files() -> dict[Path, str]:
         if ("vanilla_student", pair) in imagenet:
             files[CONFIGS / "experiment" / f"vanilla_imagenet_{IMAGENET_PAIRS[pair][1]}.yaml"] = imagenet_vanilla_file(
                 pair, imagenet[("vanilla_student", pair)])
+        if ("vanilla_teacher", pair) in imagenet:
+            files[CONFIGS / "experiment" / f"teacher_imagenet_{IMAGENET_PAIRS[pair][0]}.yaml"] = imagenet_teacher_file(
+                pair, imagenet[("vanilla_teacher", pair)])
     tiny = tiny_imagenet_published()
     for pair in TINY_PAIRS:
         for method in TINY_METHODS:

@@ -244,6 +244,9 @@ def prepare(cfg, fixtures: Fixtures, run_dir: Path, step_batch: int | None = Non
                 cfg.distiller.method.init_epochs = 1
         if cfg.role == "probe":
             cfg.probe.checkpoint = str(fixtures.checkpoint(cfg.probe.arch, cfg.probe.source_num_classes))
+        if cfg.role == "eval":  # a released teacher, evaluated: random weights stand in for the download
+            size = {"imagenet": IMAGENET_STEP_SIZE, "tinyimagenet": 64}.get(cfg.dataset.name, 32)
+            cfg.teacher.checkpoint = str(fixtures.checkpoint(cfg.teacher.arch, num_classes, size))
 
 
 def check_schedule(trainer, cfg, sched: dict, epochs: int, base_lr: float) -> None:
@@ -288,6 +291,11 @@ def built_jobs(name: str, fixtures: Fixtures, tmp_path: Path, step_batch: int | 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_builds_follows_its_recipe_and_trains_two_steps(name, fixtures, tmp_path):
     for job, cfg, trainer, sched, epochs, base_lr in built_jobs(name, fixtures, tmp_path):
+        if cfg.role == "eval":  # trains nothing: the evaluation runs and is summarised
+            assert trainer.epochs == 0
+            summary = trainer.fit()
+            assert summary["acc1_last"] == summary["acc1_best"] and summary["job_type"] == "teacher", job
+            continue
         check_schedule(trainer, cfg, sched, epochs, base_lr)
         assert trainer.train_loader.batch_size == STEP_BATCH
         if cfg.role == "student" and cfg.distiller.method is not None:

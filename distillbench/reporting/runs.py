@@ -100,7 +100,7 @@ def _cell_from_config(config: dict) -> dict | None:
     if dataset is None or (config.get("dataset") or {}).get("holdout"):
         return None
     teacher, student = (config.get("teacher") or {}).get("arch"), (config.get("student") or {}).get("arch")
-    if role == "teacher":
+    if role in ("teacher", "eval"):  # trained alone, or a released teacher evaluated
         return {"dataset": dataset, "job_type": "teacher", "method": "none", "arch": teacher}
     if role == "probe":
         probe = config.get("probe") or {}
