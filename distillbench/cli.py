@@ -25,6 +25,7 @@ from distillbench.data.device_loader import make_device_loaders
 from distillbench.data.holdout import holdout_split
 from distillbench.data.jpeg_device import make_jpeg_device_loaders
 from distillbench.data.loaders import make_loaders
+from distillbench.data.subset import apply_subset
 from distillbench.engine import distributed
 from distillbench.engine.checkpoint import load_model_weights
 from distillbench.engine.distributed import DistContext, check_batch_divides, init_distributed
@@ -300,6 +301,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
     # network is built first, so one seed gives it the same initial weights whatever the method.
     if cfg.role == "probe":  # a linear head on a frozen CIFAR network; no teacher, no distiller
         model, trained = build_probe(cfg, num_classes), cfg.probe
+    elif cfg.role == "eval":  # the teacher as released (or from teacher.checkpoint), evaluated, not trained
+        model, trained = build_teacher(cfg, num_classes), cfg.teacher
     else:
         trained = cfg.teacher if cfg.role == "teacher" else cfg.student
         model = create_model(trained.arch, num_classes=num_classes)
@@ -319,14 +322,20 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
         train_set, test_set = holdout_split(train_set, cfg.dataset.holdout.fraction, cfg.dataset.holdout.seed,
                                             eval_transform=test_set.transform)
         eval_split = "holdout"
+    # debug runs (configs/debug/): a few images of each split, the training ones optionally unaugmented.
+    train_set, test_set = apply_subset(train_set, test_set, cfg.dataset.get("subset"),
+                                       augment=cfg.dataset.get("augment", True))
     speed = SpeedOptions.resolve(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.compile,
                                  cfg.trainer.compile_backend)
     train_loader, test_loader = build_loaders(cfg, train_set, test_set, device, speed.channels_last, ctx)
     make_optimizer = build_optimizer_factory(cfg, device)
     cache_dir = teacher_cache_dir(cfg, distiller, train_loader, device)
 
-    resolved = resolved_settings(cfg, device, speed, train_set, cache_dir, ctx, teacher, model if
-                                 cfg.role == "probe" else None)
+    # Networks that come from files or downloads are identified by their weights, not by the path.
+    loaded = {"teacher": teacher} if teacher is not None else {}
+    if cfg.role in ("probe", "eval"):
+        loaded["probe" if cfg.role == "probe" else "teacher"] = model
+    resolved = resolved_settings(cfg, device, speed, train_set, cache_dir, ctx, loaded)
     plan = RunPlan(run_dir=run_dir, experiment=cfg.name, variant=variant_name(overrides), seed=cfg.seed,
                    config=config, resolved=resolved, overrides=overrides,
                    variant_overrides=variant_overrides(overrides),
@@ -357,7 +366,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
         test_loader=test_loader,
         make_optimizer=make_optimizer,
         make_scheduler=build_object(cfg.sched),
-        epochs=cfg.trainer.epochs,
+        epochs=0 if cfg.role == "eval" else cfg.trainer.epochs,
         run_dir=run_dir,
         logger=build_loggers(cfg, console_prefix) if ctx.is_main else LoggerGroup([]),
         info=info,
@@ -382,7 +391,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
 
 
 def resolved_settings(cfg: DictConfig, device: torch.device, speed: SpeedOptions, train_set, cache_dir,
-                      ctx: DistContext, teacher: torch.nn.Module | None, probe: torch.nn.Module | None) -> dict:
+                      ctx: DistContext, loaded: dict[str, torch.nn.Module]) -> dict:
     """Every ``auto`` as decided on this machine, and the facts a config names only by path, under the
     config keys they decide: they replace the config's values in the run's identity."""
     fused = use_fused_optimizer(cfg.trainer.fused_optimizer, device)
@@ -397,10 +406,8 @@ def resolved_settings(cfg: DictConfig, device: torch.device, speed: SpeedOptions
         "per_rank_batch": per_rank_batch(cfg.dataset.batch_size, len(train_set), ctx.world_size),
         "teacher_cache_planned": cache_dir is not None,
     }
-    if teacher is not None:  # the weights, whatever file or download they came from
-        resolved["teacher.weights_sha256"] = weights_checksum(teacher)
-    if probe is not None:
-        resolved["probe.weights_sha256"] = weights_checksum(probe)
+    for role, network in loaded.items():  # the weights, whatever file or download they came from
+        resolved[f"{role}.weights_sha256"] = weights_checksum(network)
     return resolved
 
 

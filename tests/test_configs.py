@@ -21,7 +21,7 @@ from make_experiments import DISTILLERS, PAIRS  # noqa: E402
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # Selectable on the command line; model/ and pair/ are composed by the others.
 GROUPS = ["dataset", "teacher", "student", "distiller", "optim", "sched", "trainer", "logger", "paths",
-          "hparams_search"]
+          "hparams_search", "debug"]
 
 
 def group_options(group: str) -> list[str]:

@@ -45,6 +45,9 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_FILE = "model.pth"
+# The weights of the best test top-1 so far, same format; written before the epoch's checkpoint, so a resumed
+# run finds the file of its checkpoint's best_epoch on disk.
+BEST_FILE = "model_best.pth"
 
 
 class Trainer:
@@ -263,6 +266,12 @@ class Trainer:
             ) from None
         self._last_good_epoch = state["epoch"]
 
+    def _export(self, name: str, acc1: float, epoch: int) -> None:
+        """The model's weights as ``{'model': state_dict, 'acc1', 'epoch', 'arch'}`` in ``run_dir/name`` (rank 0)."""
+        if self.is_main:
+            save_atomic({"model": self.model.state_dict(), "acc1": acc1, "epoch": epoch,
+                         "arch": self.info.tags.get("arch")}, self.run_dir / name)
+
     def _init_epochs(self) -> int:
         return self.distiller.init_epochs if self.distiller is not None else 0
 
@@ -321,10 +330,12 @@ class Trainer:
                 for epoch in range(start_epoch + 1, self.epochs + 1):
                     yield from self._run_epoch(epoch, start_step, meter_state)
                     start_step, meter_state = 0, None
+                if self.epochs == 0:  # an evaluation (role=eval): the network as it was loaded
+                    self.last_test = evaluate(self.model, self.test_loader, self.device)
+                    self.best_acc1, self.best_epoch = self.last_test["acc1"], 0
             summary = self._summary()
-            if self.is_main:  # the weights first: summary.json marks the run finished
-                save_atomic({"model": self.model.state_dict(), "acc1": summary["acc1_last"], "epoch": self.epochs,
-                             "arch": self.info.tags.get("arch")}, self.run_dir / EXPORT_FILE)
+            if self.epochs:  # first: summary.json marks the end. An evaluation changed no weight.
+                self._export(EXPORT_FILE, summary["acc1_last"], self.epochs)
             self.logger.log_summary(summary)
             success = True
             return summary
@@ -364,6 +375,7 @@ class Trainer:
         self.last_test = test
         if test["acc1"] > self.best_acc1:
             self.best_acc1, self.best_epoch = test["acc1"], epoch
+            self._export(BEST_FILE, test["acc1"], epoch)
         metrics = {
             "epoch": epoch,
             "lr": lr,

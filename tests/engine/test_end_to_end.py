@@ -153,3 +153,18 @@ def test_one_seed_gives_the_student_the_same_initial_weights_whatever_the_method
                           "trainer.epochs=1"), run_dir)
     kd_init, vanilla_init = seen
     assert all(torch.equal(kd_init[k], vanilla_init[k]) for k in kd_init)
+
+
+def test_an_evaluation_run_records_the_released_networks_accuracy_without_training(fake_cifar_root,
+                                                                                  teacher_checkpoint, tmp_path):
+    run_dir = tmp_path / "eval"
+    cfg = compose_config(["experiment=teacher_resnet56", "role=eval", "teacher=resnet8",
+                          f"teacher.checkpoint={teacher_checkpoint}", *tiny_run_overrides(fake_cifar_root, tmp_path)],
+                         run_dir=run_dir)
+    summary = run_job(cfg, run_dir)
+    trained = json.loads((teacher_checkpoint.parent / "summary.json").read_text())
+    assert summary["job_type"] == "teacher" and summary["epochs"] == 0 and summary["best_epoch"] == 0
+    assert summary["acc1_last"] == summary["acc1_best"] == trained["acc1_last"]  # the same weights, the same test
+    assert read_metrics(run_dir) == [] and not (run_dir / "model.pth").exists()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["resolved"]["teacher.weights_sha256"]

@@ -61,7 +61,7 @@ def test_every_write_of_a_run_passes_a_fault_point(straight):
     _, seen = straight
     names = {name for _, name in seen}
     assert {"config.yaml.tmp", "run.json.tmp", "sessions.jsonl", "metrics.jsonl", "last.pt.tmp", "last.pt",
-            "summary.json.tmp", "model.pth.tmp"} <= names
+            "summary.json.tmp", "model.pth.tmp", "model_best.pth.tmp"} <= names
     assert {point for point, _ in seen} == set(faults.POINTS)
 
 
