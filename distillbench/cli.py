@@ -35,7 +35,7 @@ from distillbench.engine.side_by_side import fit_side_by_side
 from distillbench.engine.speed import SpeedOptions, use_fused_optimizer
 from distillbench.engine.teacher_cache import weights_checksum, why_not_cacheable
 from distillbench.engine.trainer import Trainer
-from distillbench.errors import EXIT_USER_ERROR, ConfigError, UserError
+from distillbench.errors import EXIT_USER_ERROR, ConfigError, RunDirError, UserError
 from distillbench.identity import variant_name, variant_overrides
 from distillbench.loggers import ConsoleLogger, FileLogger, LoggerGroup, RunInfo, WandbLogger
 from distillbench.models import create_model
@@ -340,11 +340,19 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
                    config=config, resolved=resolved, overrides=overrides,
                    variant_overrides=variant_overrides(overrides),
                    data=dict(getattr(train_set, "provenance", {}) or {}))
-    lock = None
+    lock, refused = None, None
     if ctx.is_main:  # one run directory for all ranks, claimed and written by rank 0
-        lock = claim_run_dir(plan, resume, cfg.overwrite)
-        log.info("run %s (identity %s) in %s", plan.variant, plan.identity, run_dir)
-    distributed.barrier()
+        try:
+            lock = claim_run_dir(plan, resume, cfg.overwrite)
+            log.info("run %s (identity %s) in %s", plan.variant, plan.identity, run_dir)
+        except UserError as err:
+            refused = err
+    # Every rank learns whether rank 0 claimed the directory (instead of waiting for it at a barrier).
+    if distributed.all_reduce_max(torch.tensor(float(refused is not None), device=device)).item() > 0:
+        if refused is not None:
+            raise refused
+        raise RunDirError(f"Rank 0 could not take the run directory {run_dir}; its message says why. Nothing "
+                          "was changed; this rank stops as well.")
 
     tags = {"method": method, "arch": trained.arch, "dataset": cfg.dataset.name, "eval_split": eval_split}
     if teacher is not None:

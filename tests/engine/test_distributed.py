@@ -117,12 +117,20 @@ def crd_runs(fake_cifar_root, tmp_path_factory):
             "dataset.verify_checksums=false", "dataset.num_workers=0", "dataset.test_num_workers=0",
             "dataset.batch_size=64", "dataset.test_batch_size=64", "trainer.device=cpu", "trainer.progress=false",
             "trainer.epochs=1", "logger.wandb.mode=disabled"]
-    runs = {}
+    runs = {"args": args}
     for ranks in (1, WORLD):
         result = run_cli(args, tmp / f"ranks{ranks}", ranks)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[ranks] = tmp / f"ranks{ranks}"
     return runs
+
+
+def test_when_rank_0_refuses_the_run_directory_every_rank_stops_at_once(crd_runs) -> None:
+    result = run_cli(crd_runs["args"], crd_runs[WORLD], WORLD)  # the finished run, without overwrite=true
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "already holds a finished run" in output  # rank 0's paragraph
+    assert "Rank 0 could not take the run directory" in output  # rank 1 stops too, instead of waiting for it
 
 
 def test_two_rank_run_matches_the_single_process_run(crd_runs) -> None:
