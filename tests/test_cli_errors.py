@@ -24,32 +24,35 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
     return result
 
 
+def user_error(*overrides: str, run_dir) -> str:
+    """The paragraph the command line would print for ``overrides`` (in-process: the exit code and the absence
+    of a traceback are checked once, by a real command line, in the test below)."""
+    cfg = compose_config(list(overrides), run_dir=run_dir)
+    with pytest.raises(UserError) as err:
+        build_trainer(cfg, run_dir)
+    return str(err.value)
+
+
 def test_wrong_model_name_lists_the_valid_ones(fake_cifar_root, tmp_path):
-    result = run_cli("experiment=kd_resnet32x4_8x4", "student.arch=resnet9000", "trainer.epochs=1",
-                     "teacher.checkpoint=unused.pth", "distiller=none",
-                     *tiny_run_overrides(fake_cifar_root, tmp_path / "runs"), cwd=tmp_path)
-    assert result.returncode == 2
-    assert "Unknown model 'resnet9000'" in result.output
-    assert "resnet32x4" in result.output and "ShuffleV2" in result.output
-    assert "Traceback" not in result.output
+    message = user_error("experiment=kd_resnet32x4_8x4", "student.arch=resnet9000", "trainer.epochs=1",
+                         "teacher.checkpoint=unused.pth", "distiller=none",
+                         *tiny_run_overrides(fake_cifar_root, tmp_path / "runs"), run_dir=tmp_path / "run")
+    assert "Unknown model 'resnet9000'" in message
+    assert "resnet32x4" in message and "ShuffleV2" in message
 
 
 def test_missing_dataset_says_where_the_files_must_be(tmp_path):
-    result = run_cli("experiment=teacher_resnet56", f"dataset.root={tmp_path / 'nowhere'}", "trainer.device=cpu",
-                     f"paths.runs={tmp_path / 'runs'}", "logger.wandb.mode=disabled", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "cifar-100-python" in result.output
-    assert "dataset.download=true" in result.output
-    assert "Traceback" not in result.output
+    message = user_error("experiment=teacher_resnet56", f"dataset.root={tmp_path / 'nowhere'}", "trainer.device=cpu",
+                         f"paths.runs={tmp_path / 'runs'}", "logger.wandb.mode=disabled", run_dir=tmp_path / "run")
+    assert "cifar-100-python" in message
+    assert "dataset.download=true" in message
 
 
 def test_missing_teacher_checkpoint_says_how_to_get_one(fake_cifar_root, tmp_path):
-    result = run_cli("experiment=kd_resnet32x4_8x4", *tiny_run_overrides(fake_cifar_root, tmp_path / "runs"),
-                     cwd=tmp_path)
-    assert result.returncode == 2
-    assert "experiment=teacher_resnet32x4" in result.output
-    assert "teacher.checkpoint=" in result.output
-    assert "Traceback" not in result.output
+    message = user_error("experiment=kd_resnet32x4_8x4", *tiny_run_overrides(fake_cifar_root, tmp_path / "runs"),
+                         run_dir=tmp_path / "run")
+    assert "experiment=teacher_resnet32x4" in message
+    assert "teacher.checkpoint=" in message
 
 
 def test_unknown_experiment_lists_the_available_ones(tmp_path):
