@@ -323,16 +323,11 @@ class Trainer:
             with torch.autograd.set_detect_anomaly(self.detect_anomaly):
                 if self._init_epochs():
                     self._run_init_stage(state)
-                self.optimizer = self.make_optimizer(self._trainable_parameters())
-                self.scheduler = self.make_scheduler(self.optimizer)
-                in_main_stage = state is not None and "optimizer" in state
-                start_epoch, start_step, meter_state = self._restore_main(state) if in_main_stage else (0, 0, None)
-                for epoch in range(start_epoch + 1, self.epochs + 1):
-                    yield from self._run_epoch(epoch, start_step, meter_state)
-                    start_step, meter_state = 0, None
-                if self.epochs == 0:  # an evaluation (role=eval): the network as it was loaded
+                if self.epochs == 0:  # an evaluation (role=eval): the network as it was loaded, no optimiser
                     self.last_test = evaluate(self.model, self.test_loader, self.device)
                     self.best_acc1, self.best_epoch = self.last_test["acc1"], 0
+                else:
+                    yield from self._train(state)
             summary = self._summary()
             if self.epochs:  # first: summary.json marks the end. An evaluation changed no weight.
                 self._export(EXPORT_FILE, summary["acc1_last"], self.epochs)
@@ -341,6 +336,16 @@ class Trainer:
             return summary
         finally:
             self.logger.finish(success)
+
+    def _train(self, state: dict | None) -> Generator[None]:
+        """The main stage: a fresh optimiser and schedule (or the checkpoint's), then the remaining epochs."""
+        self.optimizer = self.make_optimizer(self._trainable_parameters())
+        self.scheduler = self.make_scheduler(self.optimizer)
+        in_main_stage = state is not None and "optimizer" in state
+        start_epoch, start_step, meter_state = self._restore_main(state) if in_main_stage else (0, 0, None)
+        for epoch in range(start_epoch + 1, self.epochs + 1):
+            yield from self._run_epoch(epoch, start_step, meter_state)
+            start_step, meter_state = 0, None
 
     def _run_init_stage(self, state: dict | None) -> None:
         """Two-stage methods: train the distiller's init modules, checkpointing each init epoch.
