@@ -283,27 +283,21 @@ def imagenet_experiment_file(method: str, pair: str, published: dict | None) -> 
     return "\n".join(lines) + "\n\n" + dump(body)
 
 
-def imagenet_vanilla_file(pair: str, published: dict) -> str:
-    """The pair's student trained alone with the pair's recipe (mdistiller's ImageNet solver: batch 512, lr 0.2)."""
-    student = IMAGENET_TITLES[pair][1]
-    lines = ["# @package _global_",
-             f"# ImageNet {student} trained alone (cross-entropy only), the vanilla-student row, with mdistiller's "
-             f"ImageNet recipe. {MARK}",
-             f"defaults:\n  - /pair: {pair}\n  - override /distiller: none"]
-    body = {"name": f"vanilla_imagenet_{IMAGENET_PAIRS[pair][1]}", "published": published,
-            "protocol": protocol(published, "imagenet")}
-    return "\n".join(lines) + "\n\n" + dump(body)
-
-
-def imagenet_teacher_file(pair: str, published: dict) -> str:
-    """The pair's teacher as the papers use it: torchvision's released weights, evaluated (role: eval), not trained."""
-    teacher = IMAGENET_TITLES[pair][0]
-    lines = ["# @package _global_",
-             f"# ImageNet {teacher}, the vanilla-teacher row: torchvision's released weights evaluated on the "
-             f"validation set (role: eval; offline, teacher.checkpoint=<its state dict>). {MARK}",
-             f"defaults:\n  - /pair: {pair}\n  - override /distiller: none"]
-    body = {"name": f"teacher_imagenet_{IMAGENET_PAIRS[pair][0]}", "role": "eval", "published": published,
-            "protocol": protocol(published, "imagenet")}
+def imagenet_baseline_file(pair: str, row: str, published: dict) -> str:
+    """A network of the pair alone: the student trained with the pair's recipe (mdistiller's ImageNet solver:
+    batch 512, lr 0.2), or the teacher as the papers use it, torchvision's released weights evaluated
+    (role: eval), not trained."""
+    teacher, student = IMAGENET_TITLES[pair]
+    if row == "vanilla_student":
+        what = (f"ImageNet {student} trained alone (cross-entropy only), the vanilla-student row, with mdistiller's "
+                "ImageNet recipe.")
+        body = {"name": f"vanilla_imagenet_{IMAGENET_PAIRS[pair][1]}"}
+    else:
+        what = (f"ImageNet {teacher}, the vanilla-teacher row: torchvision's released weights evaluated on the "
+                "validation set (role: eval; offline, teacher.checkpoint=<its state dict>).")
+        body = {"name": f"teacher_imagenet_{IMAGENET_PAIRS[pair][0]}", "role": "eval"}
+    lines = ["# @package _global_", f"# {what} {MARK}", f"defaults:\n  - /pair: {pair}\n  - override /distiller: none"]
+    body.update(published=published, protocol=protocol(published, "imagenet"))
     return "\n".join(lines) + "\n\n" + dump(body)
 
 
@@ -405,12 +399,12 @@ def wanted_files() -> dict[Path, str]:
             if (method, pair) not in IMAGENET_NA:
                 files[CONFIGS / "experiment" / f"{method}_{pair}.yaml"] = imagenet_experiment_file(
                     method, pair, imagenet.get((method, pair)))
-        if ("vanilla_student", pair) in imagenet:
-            files[CONFIGS / "experiment" / f"vanilla_imagenet_{IMAGENET_PAIRS[pair][1]}.yaml"] = imagenet_vanilla_file(
-                pair, imagenet[("vanilla_student", pair)])
-        if ("vanilla_teacher", pair) in imagenet:
-            files[CONFIGS / "experiment" / f"teacher_imagenet_{IMAGENET_PAIRS[pair][0]}.yaml"] = imagenet_teacher_file(
-                pair, imagenet[("vanilla_teacher", pair)])
+        baselines = {"vanilla_student": f"vanilla_imagenet_{IMAGENET_PAIRS[pair][1]}",
+                     "vanilla_teacher": f"teacher_imagenet_{IMAGENET_PAIRS[pair][0]}"}
+        for row, name in baselines.items():
+            if (row, pair) in imagenet:
+                path = CONFIGS / "experiment" / f"{name}.yaml"
+                files[path] = imagenet_baseline_file(pair, row, imagenet[(row, pair)])
     tiny = tiny_imagenet_published()
     for pair in TINY_PAIRS:
         for method in TINY_METHODS:
