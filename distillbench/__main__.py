@@ -4,7 +4,7 @@ The command line lives in an importable module so that launchers which ship the 
 to other processes (joblib, submitit) can pickle it by reference.
 """
 
-from distillbench.cli import main
+from distillbench.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

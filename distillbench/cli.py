@@ -8,6 +8,7 @@ this module imports Hydra.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import logging
 import os
@@ -479,3 +480,27 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(128 + err.signum)  # as if killed by the signal, but with the work saved
     finally:
         distributed.shutdown()
+
+
+def check_experiment_name(argv: list[str]) -> None:
+    """An unknown ``experiment=NAME``: a short error naming the closest experiments, before Hydra would list
+    all of them. Sweeps and globs (``a,b``, ``glob(...)``) are left to Hydra."""
+    known = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    for arg in argv:
+        key, sep, name = arg.partition("=")
+        if key.lstrip("+") != "experiment" or not sep or any(c in name for c in ",()*?[") or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"There is no experiment '{name}'.{hint} Experiments are the files of "
+                          f"{CONFIG_DIR / 'experiment'} ({len(known)} of them; `ls` that folder to see all).")
+
+
+def entry() -> None:
+    """``python -m distillbench`` and the ``distillbench`` command: names checked, then Hydra's ``main``."""
+    try:
+        check_experiment_name(sys.argv[1:])
+    except UserError as err:
+        print(f"Error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    main()

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from distillbench.cli import build_trainer
+from distillbench.cli import build_trainer, check_experiment_name
 from distillbench.errors import ConfigError, UserError
 from distillbench.models import create_model
 from tests.conftest import compose_config, tiny_run_overrides
@@ -55,10 +55,21 @@ def test_missing_teacher_checkpoint_says_how_to_get_one(fake_cifar_root, tmp_pat
     assert "teacher.checkpoint=" in message
 
 
-def test_unknown_experiment_lists_the_available_ones(tmp_path):
-    result = run_cli("experiment=kd_resnet32x4_9x9", cwd=tmp_path)
-    assert result.returncode == 1
-    assert "kd_resnet32x4_8x4" in result.output
+def test_a_misspelt_experiment_gets_the_closest_names_in_a_few_lines(tmp_path):
+    result = run_cli("experiment=crd_resnet32x4_8x5", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Did you mean crd_resnet32x4_8x4" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_closest_names_come_from_the_experiment_folder():
+    with pytest.raises(ConfigError, match="no experiment 'kd_resnet32x4_9x9'. Did you mean kd_resnet32x4_8x4"):
+        check_experiment_name(["seed=1", "experiment=kd_resnet32x4_9x9"])
+    with pytest.raises(ConfigError) as err:
+        check_experiment_name(["experiment=zzz"])
+    assert "Did you mean" not in str(err.value)
+    check_experiment_name(["experiment=kd_resnet32x4_8x4", "experiment=glob(kd_*)", "experiment=kd_a,kd_b"])
 
 
 def test_unknown_distiller_and_dataset_list_the_valid_ones(tmp_path):
