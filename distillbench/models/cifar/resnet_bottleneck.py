@@ -1,4 +1,5 @@
-"""ResNet-50 for 32x32 inputs: ImageNet's bottleneck stages behind a stride-1 3x3 stem, no max-pool.
+"""RepDistiller's resnetv2.py: ImageNet's ResNet stages behind a stride-1 3x3 stem, no max-pool (ResNet-50 for
+32x32 inputs here; its ResNet-18 is mdistiller's Tiny-ImageNet teacher, models/tiny_imagenet/).
 
 Module names and registration order follow RepDistiller's layout, so its checkpoints load unchanged.
 """
@@ -29,6 +30,7 @@ class Bottleneck(nn.Module):
     """
 
     expansion = 4
+    closing_bn = "bn3"  # the BN that closes the residual branch, just before the sum and its ReLU
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
@@ -49,18 +51,19 @@ class Bottleneck(nn.Module):
         return F.relu(preact), preact
 
 
-class BottleneckResNet(nn.Module):
-    """Four bottleneck stages of widths 64-512 (x4 out), global average pool, linear head."""
+class ResNetV2(nn.Module):
+    """Four stages of ``block`` of widths 64-512 (times the block's expansion out), global average pool, linear
+    head. ``block`` returns ``(relu(sum), sum)`` and names its closing BN in ``closing_bn``."""
 
-    def __init__(self, num_blocks: Sequence[int], num_classes: int = 100):
+    def __init__(self, block: type[nn.Module], num_blocks: Sequence[int], num_classes: int = 100):
         super().__init__()
         self.conv1 = conv3x3(3, 64)
         self.bn1 = nn.BatchNorm2d(64)
         stages = []
         in_planes = 64
         for planes, blocks, stride in zip((64, 128, 256, 512), num_blocks, (1, 2, 2, 2), strict=True):
-            stages.append(ResidualStage.build(Bottleneck, in_planes, planes, blocks, stride))
-            in_planes = planes * Bottleneck.expansion
+            stages.append(ResidualStage.build(block, in_planes, planes, blocks, stride))
+            in_planes = planes * block.expansion
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(in_planes, num_classes)
@@ -74,7 +77,7 @@ class BottleneckResNet(nn.Module):
 
     def get_bn_before_relu(self) -> list[nn.BatchNorm2d]:
         """The BN that closes each stage's residual branch, just before the sum and its ReLU."""
-        return [stage[-1].bn3 for stage in self._stages()]
+        return [getattr(stage[-1], stage[-1].closing_bn) for stage in self._stages()]
 
     def forward(self, x: Tensor, is_feat: bool = False, preact: bool = False) -> Tensor | FeaturesAndLogits:
         """Logits, or with ``is_feat`` ``([stem, stage1..stage4, pooled], logits)``.
@@ -91,5 +94,5 @@ class BottleneckResNet(nn.Module):
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "ResNet50": partial(BottleneckResNet, (3, 4, 6, 3)),
+    "ResNet50": partial(ResNetV2, Bottleneck, (3, 4, 6, 3)),
 }
