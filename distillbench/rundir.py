@@ -30,9 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillbench import faults
+import yaml
+
+from distillbench.engine.checkpoint import CHECKPOINT_DIR, CHECKPOINT_NAMES
 from distillbench.errors import ResumeMismatchError, RunDirError
 from distillbench.identity import differences, group_hash, identity_fields, identity_hash
+from distillbench.loggers.files import SUMMARY_FILE
+from distillbench.storage import append_line, storage_error, write_text_atomic
 
 log = logging.getLogger("distillbench")
 
@@ -57,15 +61,15 @@ class RunPlan:
     variant_overrides: list[str] = field(default_factory=list)  # those of them that can change the result
     data: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def fields(self) -> dict[str, Any]:
         return identity_fields(self.config, self.resolved)
 
-    @property
+    @functools.cached_property
     def identity(self) -> str:
         return identity_hash(self.fields)
 
-    @property
+    @functools.cached_property
     def group(self) -> str:
         return group_hash(self.fields)
 
@@ -145,34 +149,6 @@ def environment() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ files
-def write_text_atomic(path: Path, text: str) -> None:
-    """``path`` is the old file or the new one, never a mix (new file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            faults.reached("write", tmp)
-            os.fsync(f.fileno())
-        faults.reached("rename", path)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise storage_error(path, err) from err
-
-
-def storage_error(path: Path, err: OSError) -> RunDirError:
-    """Disk full, read-only or forbidden: one paragraph that says which file and what to do."""
-    why = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-           errno.EACCES: "permission is denied", errno.EDQUOT: "the disk quota is exceeded"}.get(
-        err.errno, err.strerror or str(err))
-    return RunDirError(
-        f"Cannot write {path}: {why}. The previous files in {Path(path).parent} are intact; free space or fix the "
-        "permissions, then continue the run with resume=true (or point paths.runs at a writable disk)."
-    )
-
-
 def read_record(run_dir: Path) -> dict | None:
     path = Path(run_dir) / RECORD_FILE
     if not path.is_file():
@@ -253,10 +229,7 @@ class RunLock:
 
 # ------------------------------------------------------------------------------ claim
 def _state(run_dir: Path) -> dict[str, bool]:
-    from distillbench.engine.checkpoint import CHECKPOINT_NAMES
-    from distillbench.loggers.files import SUMMARY_FILE
-
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = run_dir / CHECKPOINT_DIR
     return {
         "finished": (run_dir / SUMMARY_FILE).exists(),
         "checkpoint": any((checkpoints / n).exists() for n in CHECKPOINT_NAMES),
@@ -350,11 +323,9 @@ def claim_run_dir(plan: RunPlan, resume: bool, overwrite: bool) -> RunLock:
 
 
 def _write_records(plan: RunPlan, record: dict | None, resume: bool) -> None:
-    from omegaconf import OmegaConf
-
     run_dir = plan.run_dir
     if record is None:
-        write_text_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(plan.config)))
+        write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(plan.config, sort_keys=False))
         write_text_atomic(run_dir / RECORD_FILE, json.dumps(plan.record(), indent=2, default=str) + "\n")
     else:
         stored = record.get("environment", {}).get("git_commit")
@@ -365,14 +336,3 @@ def _write_records(plan: RunPlan, record: dict | None, resume: bool) -> None:
     session = {"started": _now(), "resume": record is not None, "overrides": plan.overrides,
                "environment": environment()}
     append_line(run_dir / SESSIONS_FILE, json.dumps(session, default=str))
-
-
-def append_line(path: Path, line: str) -> None:
-    try:
-        with open(path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-            faults.reached("append", path)
-            os.fsync(f.fileno())
-    except OSError as err:
-        raise storage_error(path, err) from err

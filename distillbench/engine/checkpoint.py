@@ -19,10 +19,12 @@ from torch import nn
 
 from distillbench import faults
 from distillbench.errors import UserError
-from distillbench.rundir import storage_error
+from distillbench.storage import storage_error
 
 log = logging.getLogger(__name__)
 
+# A run directory's checkpoints: <run_dir>/checkpoints/{last,prev}.pt
+CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 PREVIOUS = "prev.pt"
 CHECKPOINT_NAMES = (LAST, PREVIOUS)

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from distillbench.data.sampling import start_epoch
 from distillbench.distillers.base import Batch, Distiller
 from distillbench.engine import distributed
 from distillbench.engine.checkpoint import (
+    CHECKPOINT_DIR,
     NonFiniteStateError,
     load_training_checkpoint,
     save_atomic,
@@ -36,14 +38,15 @@ from distillbench.engine.teacher_cache import TeacherCache, teacher_cache_for
 from distillbench.errors import DivergenceError
 from distillbench.loggers.base import RunInfo, RunLogger
 from distillbench.models.outputs import ModelOutput, forward_features, frozen_forward, probe_shapes
-from distillbench.rundir import RunLock
+
+if TYPE_CHECKING:  # the lock comes from the command line's run-directory claim; the trainer only releases it
+    from distillbench.rundir import RunLock
 
 log = logging.getLogger("distillbench")
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
-CHECKPOINT_DIR = "checkpoints"
 EXPORT_FILE = "model.pth"
 # The weights of the best test top-1 so far, same format; written before the epoch's checkpoint, so a resumed
 # run finds the file of its checkpoint's best_epoch on disk.

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distillbench.loggers.base import RunInfo, RunLogger
-from distillbench.rundir import append_line, write_text_atomic
+from distillbench.storage import append_line, write_text_atomic
 
 log = logging.getLogger("distillbench")
 
