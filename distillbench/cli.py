@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from distillbench.data.device_loader import make_device_loaders
 from distillbench.data.holdout import holdout_split
 from distillbench.data.jpeg_device import make_jpeg_device_loaders
-from distillbench.data.loaders import make_loaders
+from distillbench.data.loaders import last_batch_dropped, make_loaders
 from distillbench.data.subset import apply_subset
 from distillbench.engine import distributed
 from distillbench.engine.checkpoint import load_model_weights
@@ -119,9 +119,10 @@ def build_probe(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
 
 
 def build_loaders(cfg: DictConfig, train_set, test_set, device: torch.device, channels_last: bool,
-                  ctx: DistContext | None = None) -> tuple:
+                  ctx: DistContext | None = None, distiller=None) -> tuple:
     """``dataset.loader``: torch (DataLoader + PIL, the reference), device (in-memory sets held on the device),
-    jpeg_device (image folders decoded and augmented on the device), or auto (device for in-memory sets on a GPU)."""
+    jpeg_device (image folders decoded and augmented on the device), or auto (device for in-memory sets on a GPU).
+    ``distiller``: the run's method, whose ``min_batch_size`` the last training batch must reach."""
     ctx = ctx or DistContext()
     kind = loader_kind(cfg, train_set, device)
     if kind == "device" and cfg.dataset.loader == "auto":
@@ -137,15 +138,11 @@ def build_loaders(cfg: DictConfig, train_set, test_set, device: torch.device, ch
     batch = per_rank_batch(cfg.dataset.batch_size, len(train_set), ctx.world_size)
     test_batch = max(1, cfg.dataset.test_batch_size // ctx.world_size)
     # The last partial training batch is dropped when the recipe says so (dataset.drop_last: RRD's loader), or when
-    # it is smaller than the method can use (Distiller.min_batch_size, read from the spec: nothing is built yet).
-    from distillbench.data.loaders import last_batch_dropped
-    from distillbench.distillers.requirements import min_batch_size
-
-    method = cfg.distiller.method if cfg.role == "student" else None
-    spec = OmegaConf.to_container(method, resolve=True) if method is not None else None
+    # it is smaller than the method can use (Distiller.min_batch_size).
     drop_last = last_batch_dropped(len(train_set), batch, world_size=ctx.world_size,
                                    drop_last=bool(cfg.dataset.get("drop_last", False)),
-                                   min_batch_size=min_batch_size(spec), needed_by=f"distiller {cfg.distiller.name}")
+                                   min_batch_size=distiller.min_batch_size if distiller is not None else 1,
+                                   needed_by=f"distiller {cfg.distiller.name}")
     shards = {"rank": ctx.rank, "world_size": ctx.world_size, "drop_last": drop_last}
     if kind == "device":
         device_test_batch = cfg.dataset.get("device_test_batch_size") or cfg.dataset.test_batch_size
@@ -328,7 +325,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
                                        augment=cfg.dataset.get("augment", True))
     speed = SpeedOptions.resolve(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.compile,
                                  cfg.trainer.compile_backend)
-    train_loader, test_loader = build_loaders(cfg, train_set, test_set, device, speed.channels_last, ctx)
+    train_loader, test_loader = build_loaders(cfg, train_set, test_set, device, speed.channels_last, ctx, distiller)
     make_optimizer = build_optimizer_factory(cfg, device)
     cache_dir = teacher_cache_dir(cfg, distiller, train_loader, device)
 

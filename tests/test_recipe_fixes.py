@@ -14,7 +14,8 @@ from omegaconf import open_dict
 from distillbench.cli import build_loaders, build_trainer
 from distillbench.data import write_fake_cifar100
 from distillbench.data.loaders import last_batch_dropped
-from distillbench.distillers.requirements import min_batch_size
+from distillbench.distillers import KD, Combined
+from distillbench.distillers.rkd import RKD
 from distillbench.engine.distributed import DistContext
 from distillbench.models import create_model
 from tests.conftest import compose_config, tiny_run_overrides
@@ -216,11 +217,12 @@ def test_a_last_batch_smaller_than_the_methods_minimum_is_dropped_and_logged(kin
     for experiment, minimum in (("rkd_resnet32x4_8x4", 3), ("cc_resnet32x4_8x4", 2), ("sp_resnet32x4_8x4", 2),
                                 ("pkt_resnet32x4_8x4", 2), ("ckd_resnet32x4_8x4", 2), ("kd_resnet32x4_8x4", 1)):
         cfg = _loader_config(kind, cifar_root, experiment)
-        assert min_batch_size(dict(cfg.distiller.method)) == minimum
+        distiller = instantiate(cfg.distiller.method)
+        assert distiller.min_batch_size == minimum
         train_set, test_set = instantiate(cfg.dataset.build)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="distillbench"):
-            train, _ = build_loaders(cfg, train_set, test_set, CPU, False, DistContext())
+            train, _ = build_loaders(cfg, train_set, test_set, CPU, False, DistContext(), distiller)
         if minimum > 1:
             assert _served(train) == [10, 10], experiment
             assert any("Dropping the last partial training batch" in r.getMessage() and cfg.distiller.name in
@@ -231,10 +233,8 @@ def test_a_last_batch_smaller_than_the_methods_minimum_is_dropped_and_logged(kin
 
 
 def test_the_minimum_counts_every_part_of_a_combined_method_and_every_rank():
-    assert min_batch_size({"_target_": "distillbench.distillers.combined.Combined",
-                           "kd": {"_target_": "distillbench.distillers.kd.KD"},
-                           "rkd": {"_target_": "distillbench.distillers.rkd.RKD"}}) == 3
-    assert min_batch_size(None) == 1
+    assert Combined(kd=KD(), rkd=RKD()).min_batch_size == 3
+    assert KD().min_batch_size == 1
     # 21 over 2 ranks of 5: the tail of 1 leaves rank 0 with none.
     assert last_batch_dropped(21, 5, world_size=2, min_batch_size=1)
     assert not last_batch_dropped(23, 5, world_size=2, min_batch_size=1)
