@@ -175,8 +175,7 @@ def published_cells() -> dict[tuple[str, str], dict]:
             continue
         own = 0 if e["method"].startswith(e["paper"]) else 1 if e["paper"] == "crd" else 2
         key = (own, rank.get(e["provenance"], 9))
-        entry = {"acc1": e["top1"], "paper": e["paper"], "metric": data["papers"][e["paper"]]["metric"],
-                 "provenance": e["provenance"], "source": e["source"]}
+        entry = published_entry(e)
         if (e["method"], pair) not in cells or key < cells[(e["method"], pair)][0]:
             cells[(e["method"], pair)] = (key, entry)
     return {cell: entry for cell, (_, entry) in cells.items()}
@@ -186,6 +185,13 @@ def published_cells() -> dict[tuple[str, str], dict]:
 def published_data() -> dict:
     """results/paper/published.yaml, read once (every experiment file consults it)."""
     return yaml.safe_load(PUBLISHED.read_text())
+
+
+def published_entry(entry: dict) -> dict:
+    """The ``published:`` block of an experiment file for one entry of published.yaml."""
+    return {"acc1": entry["top1"], "paper": entry["paper"],
+            "metric": published_data()["papers"][entry["paper"]]["metric"], "provenance": entry["provenance"],
+            "source": entry["source"]}
 
 
 def protocol(published: dict | None, dataset: str) -> dict | None:
@@ -258,9 +264,7 @@ def imagenet_published() -> dict[tuple[str, str], dict]:
             continue
         own = e["method"].startswith(e["paper"])
         if (e["method"], pair) not in found or own:
-            found[(e["method"], pair)] = {"acc1": e["top1"], "paper": e["paper"],
-                                          "metric": data["papers"][e["paper"]]["metric"],
-                                          "provenance": e["provenance"], "source": e["source"]}
+            found[(e["method"], pair)] = published_entry(e)
     return found
 
 
@@ -317,9 +321,7 @@ def tiny_imagenet_published() -> dict[tuple[str, str], dict]:
     for e in data["entries"]:
         pair = pairs.get((e["teacher"], e["student"]))
         if e["dataset"] == "tinyimagenet" and pair is not None and e["top1"] is not None:
-            found[(e["method"], pair)] = {"acc1": e["top1"], "paper": e["paper"],
-                                          "metric": data["papers"][e["paper"]]["metric"],
-                                          "provenance": e["provenance"], "source": e["source"]}
+            found[(e["method"], pair)] = published_entry(e)
     return found
 
 
@@ -357,9 +359,7 @@ def transfer_published() -> dict[tuple[str, str], dict]:
     found = {}
     for e in data["entries"]:
         if e["dataset"] in TRANSFER_DATASETS and (e["teacher"], e["student"]) == PAIRS[TRANSFER_PAIR]:
-            found[(e["method"], e["dataset"])] = {"acc1": e["top1"], "paper": e["paper"],
-                                                  "metric": data["papers"][e["paper"]]["metric"],
-                                                  "provenance": e["provenance"], "source": e["source"]}
+            found[(e["method"], e["dataset"])] = published_entry(e)
     return found
 
 
