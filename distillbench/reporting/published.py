@@ -34,6 +34,22 @@ class PublishedTable:
                 seen[(e["teacher"], e["student"])] = None
         return list(seen)
 
+    def papers_of(self, dataset: str) -> list[str]:
+        """The papers with numbers on ``dataset``, in the order the sources list them."""
+        return list(dict.fromkeys(e["paper"] for e in self.entries if e["dataset"] == dataset))
+
+    def entries_of(self, paper: str, dataset: str) -> list[dict]:
+        """The cells one paper printed for ``dataset``: its own table, in its own order."""
+        return [e for e in self.entries if (e["paper"], e["dataset"]) == (paper, dataset)]
+
+    def published(self, entry: dict) -> Published:
+        return Published(paper=entry["paper"], metric=self.papers.get(entry["paper"], {}).get("metric", "unknown"),
+                         top1=entry["top1"], provenance=entry["provenance"], source=entry["source"],
+                         doubtful=entry.get("doubtful"))
+
+    def title(self, paper: str) -> str:
+        return self.papers.get(paper, {}).get("title", paper)
+
     def lookup(self, dataset: str, method: str, teacher: str, student: str, metric: str | None) -> Published | None:
         """The published number for a cell whose paper reports ``metric`` (or an unknown metric); with
         ``metric=None`` whatever its paper reports (the number the cell's experiment names).
@@ -49,9 +65,8 @@ class PublishedTable:
             if metric is not None and paper_metric not in (metric, "unknown"):
                 continue
             own = 0 if method.startswith(e["paper"]) else 1 if e["paper"] == "crd" else 2
-            candidates.append(((own, PROVENANCE_RANK.get(e["provenance"], 9)), e, paper_metric))
+            candidates.append(((own, PROVENANCE_RANK.get(e["provenance"], 9)), e))
         if not candidates:
             return None
-        _, e, paper_metric = min(candidates, key=lambda c: c[0])
-        return Published(paper=e["paper"], metric=paper_metric, top1=e["top1"], provenance=e["provenance"],
-                         source=e["source"], doubtful=e.get("doubtful"))
+        _, e = min(candidates, key=lambda c: c[0])
+        return self.published(e)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from distillbench.reporting.protocol import Protocol
+from distillbench.reporting.wandb_access import fetch_errors, project_unreachable, wandb_api
 
 # The run directory's files (distillbench.loggers.files and the run record writer name them the same);
 # read here with no import of the training side, so tables build wherever the files were copied to.
@@ -50,6 +51,7 @@ class RunRecord:
     epochs_done: int | None = None
     epochs_planned: int | None = None
     protocol: Protocol | None = None
+    code_revision: str | None = None  # the distillbench commit it ran (12 digits; +dirty: uncommitted changes)
 
     @property
     def status(self) -> str:
@@ -118,6 +120,16 @@ def _number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
+def code_revision(run: dict, fields: dict) -> str | None:
+    """The code revision run.json's environment records (or the same keys in a W&B summary)."""
+    environment = run.get("environment") or {}
+    commit = environment.get("git_commit") or fields.get("git_commit")
+    if not commit:
+        return None
+    dirty = environment.get("git_dirty", fields.get("git_dirty"))
+    return str(commit)[:12] + ("+dirty" if dirty else "")
+
+
 def make_record(source: str, summary: dict | None, run: dict | None, config: dict | None,
                 metrics: list[dict] | None = None) -> RunRecord | None:
     """A record from whatever a run left: ``summary`` (finished runs), ``run`` (run.json, or the same keys in
@@ -158,6 +170,7 @@ def make_record(source: str, summary: dict | None, run: dict | None, config: dic
         has_run_record=bool(run.get("group") or fields.get("group")),
         epochs_done=done, epochs_planned=planned if planned is not None else (summary or {}).get("epochs"),
         protocol=protocol,
+        code_revision=code_revision(run, fields),
     )
 
 
@@ -213,16 +226,19 @@ def load_wandb_runs(path: str, api=None) -> list[RunRecord]:
 
     Each run's summary holds the same fields as ``summary.json`` (the trainer logs it whole, identity keys
     included) and its config the resolved config (with the experiment's ``protocol``), so a table can be
-    rebuilt from W&B alone.
+    rebuilt from W&B alone. Without credentials, or when the project cannot be read, a ``WandbAccessError``
+    says how to log in or to use the local run directories instead.
     """
     if api is None:
-        import wandb
-
-        api = wandb.Api()
+        api = wandb_api(path)
+    try:
+        fetched = [(run.id, dict(run.summary), dict(getattr(run, "config", None) or {}))
+                   for run in api.runs(path, filters={"state": "finished"})]
+    except fetch_errors() as err:
+        raise project_unreachable(path, err) from None
     records = []
-    for run in api.runs(path, filters={"state": "finished"}):
-        config = dict(getattr(run, "config", None) or {})
-        record = make_record(f"wandb:{path}/{run.id}", dict(run.summary), None, config)
+    for run_id, summary, config in fetched:
+        record = make_record(f"wandb:{path}/{run_id}", summary, None, config)
         if record is not None:
             records.append(record)
     return records

@@ -1,4 +1,4 @@
-"""Mean ± std over seeds per table cell, rendered as the papers lay their tables out.
+"""Which runs fill a table cell: identity groups, the group chosen per cell, and mean ± std over its seeds.
 
 Runs are grouped by their identity group (the hash of everything that can change the result, the seed
 left out): a cell is the mean ± std over the seeds of **one** group, and two groups are never averaged
@@ -7,17 +7,14 @@ a published number; everything else (overrides, unfinished runs, generated data,
 record, a second group of the same cell such as a fast bf16 run beside the float32 one) is listed in a
 separate variants table.
 
-``acc1_last`` and ``acc1_best`` are aggregated and tabulated separately, and each is compared only with
-published numbers of the same kind (CRD reports last-epoch accuracy, DKD best-epoch): mixing them would
-flatter or penalise a method by the gap between the two. The protocol table reports each cell by the
-rule of the paper it is compared with (its experiment's ``protocol``) and marks cells that have fewer
-seeds than the paper averaged.
+``acc1_last`` and ``acc1_best`` are aggregated separately, and each is compared only with published numbers
+of the same kind (CRD reports last-epoch accuracy, DKD best-epoch): mixing them would flatter or penalise a
+method by the gap between the two. ``papers.py`` lays the cells out as each paper printed them.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -75,6 +72,11 @@ class Group:
     @property
     def protocol(self) -> Protocol | None:
         return next((r.protocol for r in self.runs if r.protocol is not None), None)
+
+    @property
+    def code_revisions(self) -> list[str]:
+        """The code revisions its seeds ran (several when seeds were run at different commits)."""
+        return sorted({r.code_revision for r in self.runs if r.code_revision})
 
 
 def _status_kind(status: str) -> str:
@@ -235,123 +237,6 @@ def build_cells(records: list[RunRecord], published: PublishedTable, dataset: st
     return cells
 
 
-# ---------------------------------------------------------------------------------------------- rendering
-def format_ours(ours: Stats) -> str:
-    text = f"{ours.mean:.2f}"
-    if ours.n > 1:
-        text += f" ± {ours.std:.2f}"
-    return text
-
-
-def format_cell(cell: Cell, rule: bool = False) -> str:
-    parts = []
-    if cell.ours is not None:
-        parts.append(f"**{format_ours(cell.ours)}**" + (" †" if cell.outside_spread else "")
-                     + (" ‡" if cell.variant != DEFAULT_VARIANT else ""))
-    if cell.published is not None and cell.published.top1 is not None:
-        published = f"{cell.published.top1:.2f}"
-        if cell.published.metric == "unknown":
-            published += "?"
-        if cell.published.doubtful:
-            published += " §"
-        diff = cell.difference
-        parts.append(f"({published}" + (f", {diff:+.2f})" if diff is not None else ")"))
-    if cell.ours is not None and (rule or cell.fewer_seeds):
-        notes = [cell.protocol.short()] if rule and cell.protocol is not None else []
-        if cell.seeds_wanted:
-            notes.append(f"n={cell.ours.n}/{cell.seeds_wanted}" + (" ⚠" if cell.fewer_seeds else ""))
-        elif rule:
-            notes.append(f"n={cell.ours.n}")
-        parts.append(", ".join(notes))
-    return " ".join(parts)
-
-
-def _table(cells: list[Cell], rule: bool) -> list[str]:
-    pairs = list(dict.fromkeys((c.teacher, c.student) for c in cells))
-    methods = list(dict.fromkeys(c.method for c in cells))
-    by_key = {(c.method, c.teacher, c.student): c for c in cells}
-    lines = ["| method | " + " | ".join(f"{t} → {s}" for t, s in pairs) + " |", "|---|" + "---|" * len(pairs)]
-    for method in methods:
-        row = [format_cell(by_key[(method, t, s)], rule) if (method, t, s) in by_key else "" for t, s in pairs]
-        lines.append(f"| {method} | " + " | ".join(row) + " |")
-    return lines
-
-
-def _footer(cells: list[Cell]) -> list[str]:
-    seeds = sorted({c.ours.n for c in cells if c.ours is not None})
-    lines = ["", f"Seeds per cell: {', '.join(map(str, seeds)) or 'no runs yet'}."]
-    short = sum(c.fewer_seeds for c in cells)
-    if short:
-        lines.append(f"⚠ {short} cell(s) have fewer seeds than the paper averaged (scripts/make_tables.py prints "
-                     "the commands that run the missing seeds).")
-    variants = sorted({(c.group.first.experiment, c.variant) for c in cells
-                       if c.group is not None and c.variant != DEFAULT_VARIANT})
-    for experiment, variant in variants:
-        lines.append(f"‡ {experiment}: variant `{variant}` (chosen with --variant), not the experiment as "
-                     "published.")
-    return lines
-
-
-LEGEND = ("Ours: mean ± std over the seeds of one identity group (bold); in brackets the published number and "
-          "our difference. † marks a published number outside our mean ± 2 std; ? a published number whose kind "
-          "(last or best epoch) is unknown; ⚠ n=k/N fewer seeds than the paper's N; ‡ a cell filled by a "
-          "non-default variant; § a published number whose source or attribution is in doubt (see `doubtful` "
-          "in results/paper/published.yaml). Variants, unfinished runs and runs on generated data are in the "
-          "variants table.")
-
-
-def render_markdown(cells: list[Cell], dataset: str, metric: str) -> str:
-    lines = [f"## {dataset}: {metric} top-1 (%)", "", LEGEND, "", *_table(cells, rule=False), *_footer(cells)]
-    return "\n".join(lines) + "\n"
-
-
-def render_protocol_markdown(cells: list[Cell], dataset: str) -> str:
-    lines = [f"## {dataset}: top-1 (%) as each paper reports it", "",
-             "Each cell follows the protocol of the paper it is compared with (its experiment's `protocol`): "
-             "`last` = the final epoch's test top-1, `best` = each run's best epoch, `last?` = the paper's rule is "
-             "unknown (read as last epoch), averaged over seeds; n=k/N gives our seeds and the paper's. "
-             + LEGEND, "", *_table(cells, rule=True), *_footer(cells)]
-    return "\n".join(lines) + "\n"
-
-
-def _epochs(g: Group) -> str:
-    done = sorted({r.epochs_done for r in g.runs if r.epochs_done is not None})
-    planned = sorted({r.epochs_planned for r in g.runs if r.epochs_planned is not None})
-    text = "/".join(",".join(map(str, v)) for v in (done, planned) if v)
-    return text or "?"
-
-
-def variant_rows(groups: list[Group]) -> list[dict]:
-    rows = []
-    for g in groups:
-        last, best = g.stats("acc1_last"), g.stats("acc1_best")
-        rows.append({
-            "experiment": g.first.experiment or "?", "variant": g.first.variant,
-            "group": g.first.group or "—", "n": len(g.runs), "seeds": g.seeds,
-            "acc1_last": last, "acc1_best": best, "epochs": _epochs(g), "precision": g.first.precision or "?",
-            "status": g.status + (f"; {len(g.duplicates)} duplicate seed(s) dropped" if g.duplicates else ""),
-        })
-    return rows
-
-
-def render_variants_markdown(groups: list[Group], dataset: str) -> str:
-    lines = [f"## {dataset}: variants and runs not compared with a published number", "",
-             "Every group of runs that does not fill a cell of the main tables: overrides of an experiment "
-             "(variant), a second group of the same cell (e.g. bf16 beside float32), unfinished runs, runs on "
-             "generated data or with fewer epochs, and runs written before run.json existed. n counts seeds of "
-             "one identity group; epochs reads done/planned. Never compared with the published number.", "",
-             "| experiment | variant | group | n | last: mean ± std | best: mean ± std | epochs | precision | "
-             "status |", "|---|---|---|---|---|---|---|---|---|"]
-    for row in variant_rows(groups):
-        last = format_ours(row["acc1_last"]) if row["acc1_last"] else "—"
-        best = format_ours(row["acc1_best"]) if row["acc1_best"] else "—"
-        lines.append(f"| {row['experiment']} | `{row['variant']}` | `{row['group']}` | {row['n']} | {last} | "
-                     f"{best} | {row['epochs']} | {row['precision']} | {row['status']} |")
-    if not groups:
-        lines.append("| (none) | | | | | | | | |")
-    return "\n".join(lines) + "\n"
-
-
 def missing_seed_commands(cells: list[Cell]) -> list[str]:
     """One command per experiment (and variant) whose cell has fewer seeds than its paper averaged."""
     commands = {}
@@ -363,30 +248,3 @@ def missing_seed_commands(cells: list[Cell]) -> list[str]:
         if missing and experiment:
             commands[(experiment, c.variant)] = seed_command(experiment, missing, c.group.first.overrides)
     return [commands[k] for k in sorted(commands)]
-
-
-def plot_against_published(cells_by_metric: dict[str, list[Cell]], path) -> int:
-    """Ours against published, one panel per metric; returns the number of points drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(cells_by_metric), figsize=(5 * len(cells_by_metric), 5), squeeze=False)
-    drawn = 0
-    for ax, (metric, cells) in zip(axes[0], cells_by_metric.items(), strict=True):
-        points = [c for c in cells if c.difference is not None]
-        xs = [c.published.top1 for c in points]
-        ys = [c.ours.mean for c in points]
-        ax.errorbar(xs, ys, yerr=[c.ours.std for c in points], fmt="o", ms=4, capsize=2)
-        if points:
-            lo, hi = math.floor(min(xs + ys)) - 1, math.ceil(max(xs + ys)) + 1
-            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set_xlabel("published top-1 (%)")
-        ax.set_ylabel("distillbench top-1 (%)")
-        ax.set_title(metric)
-        drawn += len(points)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return drawn

@@ -14,6 +14,7 @@ PUBLISHED = ROOT / "results" / "paper" / "published.yaml"
 
 CRD = {"seeds": 1, "report": "last_epoch", "paper": "crd"}
 DKD = {"seeds": 5, "report": "best_epoch", "paper": "dkd"}
+COMMIT = "4db8f62a1b2c3d4e5f60718293a4b5c6d7e8f901"  # the code revision run.json records
 
 
 def _hash(*parts) -> str:
@@ -25,7 +26,7 @@ def write_run(root: Path, experiment: str, seed: int, last: float, best: float, 
               variant: str = "default", overrides: tuple[str, ...] = (), precision: str = "float32",
               generated: bool = False, finished: bool = True, epochs: int = 240, epochs_done: int | None = None,
               protocol: dict | None = None, run_record: bool = True, dataset: str = "cifar100",
-              group_salt: str = "", subdir: str | None = None) -> Path:
+              group_salt: str = "", subdir: str | None = None, commit: str = COMMIT, dirty: bool = False) -> Path:
     """One run directory; its group hash follows (experiment, variant, precision, data, salt)."""
     run_dir = root / (subdir or f"{experiment}/{variant}") / f"seed{seed}"
     run_dir.mkdir(parents=True)
@@ -40,7 +41,7 @@ def write_run(root: Path, experiment: str, seed: int, last: float, best: float, 
                "identity": _hash(group, seed), "group": group, "seed": seed, "identity_fields": {},
                "resolved": {"trainer.device_type": "cpu", "trainer.precision": precision},
                "data": {"generated": generated},
-               "environment": {}, "created": "2025-01-01T00:00:00"}
+               "environment": {"git_commit": commit, "git_dirty": dirty}, "created": "2025-01-01T00:00:00"}
         (run_dir / "run.json").write_text(json.dumps(run))
     done = epochs if epochs_done is None else epochs_done
     curve = [best - 1.0] * max(done - 2, 0) + [best, last][: done]

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 
 import pytest
 
 from distillbench.reporting.published import PublishedTable
+from distillbench.reporting.render import format_paper_cell, render_variants_markdown
 from distillbench.reporting.runs import load_local_runs, load_wandb_runs
-from distillbench.reporting.tables import (
-    PROTOCOL,
-    build_cells,
-    format_cell,
-    missing_seed_commands,
-    render_variants_markdown,
-    select,
-)
+from distillbench.reporting.tables import PROTOCOL, build_cells, missing_seed_commands, select
 from tests.reporting.conftest import CRD, DKD, PUBLISHED, ROOT, write_run
 
 KD = "kd_resnet32x4_8x4"
@@ -54,14 +47,14 @@ def test_cells_aggregate_seeds_and_compare_like_with_like(runs, published):
     assert kd.published.top1 == 73.33 and kd.published.paper == "crd"
     assert kd.difference == pytest.approx(73.2 - 73.33)
     assert not kd.outside_spread and not kd.fewer_seeds
-    assert "**73.20 ± 0.20** (73.33, -0.13)" == format_cell(kd)
+    assert format_paper_cell(kd) == "73.20 ± 0.20 (3) · 73.33 · -0.13"
 
     # DKD's published number is best-epoch: it appears against acc1_best only, and is far off.
     assert cell(last, "dkd").published is None
     dkd = cell(best, "dkd")
     assert dkd.published.top1 == 76.32 and dkd.published.metric == "best_epoch"
     assert dkd.outside_spread and dkd.fewer_seeds  # 2 seeds of the paper's 5
-    assert format_cell(dkd) == "**70.05 ± 0.07** † (76.32, -6.27) n=2/5 ⚠"
+    assert format_paper_cell(dkd) == "70.05 ± 0.07 (2) ⚠ · 76.32 · -6.27 †"
 
     # A teacher run fills its row in every column it teaches; a vanilla student likewise.
     assert cell(last, "vanilla_teacher", "resnet32x4", "ShuffleV1").ours.mean == 79.5
@@ -74,7 +67,8 @@ def test_two_variants_of_one_experiment_are_two_rows_each_with_its_own_n(runs, p
     lr = variant_row(selection, KD, "optim.lr=0.1")
     assert lr.seeds == [0, 1] and lr.status == "ok" and lr.stats("acc1_last").mean == pytest.approx(75.1)
     text = render_variants_markdown(selection.variants, "cifar100")
-    row = f"| {KD} | `optim.lr=0.1` | `{lr.first.group}` | 2 | 75.10 ± 0.14 | 75.40 ± 0.14 | 240/240 | float32 | ok |"
+    row = (f"| {KD} | `optim.lr=0.1` | `{lr.first.group}` | 2 | 75.10 ± 0.14 | 75.40 ± 0.14 | 240/240 | float32 | "
+           "4db8f62a1b2c | ok |")
     assert row in text
 
 
@@ -82,7 +76,7 @@ def test_a_named_variant_fills_the_main_table_only_when_asked(runs, published):
     records = load_local_runs([runs])
     kd = cell(build_cells(records, published, "cifar100", "acc1_last", variants={KD: "optim.lr=0.1"}), "kd")
     assert kd.ours.n == 2 and kd.ours.mean == pytest.approx(75.1) and kd.variant == "optim.lr=0.1"
-    assert "‡" in format_cell(kd)
+    assert format_paper_cell(kd) == "75.10 ± 0.14 (2) ‡ · 73.33 · +1.77 †"
     # the default runs are then a variant row themselves, never averaged with the chosen ones
     selection = select(records, published, "cifar100", {"*": "optim.lr=0.1"})
     assert variant_row(selection, KD, "default").seeds == [0, 1, 2]
@@ -157,32 +151,12 @@ def test_the_protocol_table_follows_each_papers_rule_and_lists_missing_seeds(run
     kd, dkd = cell(cells, "kd"), cell(cells, "dkd")
     assert kd.protocol.report == "last_epoch" and kd.ours.mean == pytest.approx(73.2)  # CRD: last epoch
     assert dkd.protocol.report == "best_epoch" and dkd.ours.mean == pytest.approx(70.05)  # DKD: best epoch
-    assert format_cell(kd, rule=True).endswith("last, n=3/1")
-    assert format_cell(dkd, rule=True).endswith("best, n=2/5 ⚠")
+    assert (kd.protocol.short(), kd.ours.n, kd.seeds_wanted, kd.fewer_seeds) == ("last", 3, 1, False)
+    assert (dkd.protocol.short(), dkd.ours.n, dkd.seeds_wanted, dkd.fewer_seeds) == ("best", 2, 5, True)
     assert missing_seed_commands(cells) == ["python -m distillbench -m experiment=dkd_resnet32x4_8x4 seed=2,3,4"]
     # without a protocol in the run's config, the paper's comes from published.yaml
     bare = [r.__class__(**{**r.__dict__, "protocol": None}) for r in records]
     assert cell(build_cells(bare, published, "cifar100", PROTOCOL), "dkd").protocol.seeds == 5
-
-
-def test_script_writes_tables_variants_and_a_plot(runs, tmp_path):
-    out = tmp_path / "tables"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--runs", str(runs),
-                             "--out", str(out)], check=True, capture_output=True, text=True, timeout=120)
-    last = (out / "cifar100_acc1_last.md").read_text()
-    best = (out / "cifar100_acc1_best.md").read_text()
-    assert "| method | wrn_40_2 → wrn_16_2 |" in last
-    kd_row = next(line for line in last.splitlines() if line.startswith("| kd |"))
-    assert "**73.20 ± 0.20** (73.33, -0.13)" in kd_row and "75.10" not in kd_row
-    dkd_row = next(line for line in best.splitlines() if line.startswith("| dkd |"))
-    assert "**70.05 ± 0.07** † (76.32, -6.27) n=2/5 ⚠" in dkd_row
-    protocol = (out / "cifar100_protocol.md").read_text()
-    assert "**70.05 ± 0.07** † (76.32, -6.27) best, n=2/5 ⚠" in protocol
-    variants = (out / "cifar100_variants.md").read_text()
-    assert "`optim.lr=0.1`" in variants and "| 2 |" in variants
-    assert "experiment=dkd_resnet32x4_8x4 seed=2,3,4" in result.stdout
-    png = out / "cifar100_vs_published.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_wandb_runs_become_the_same_records(runs):
