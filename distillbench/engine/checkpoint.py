@@ -3,17 +3,23 @@
 A training checkpoint is written to a temporary file, fsynced and renamed over
 ``last.pt``; the previous one is kept as ``prev.pt`` until then, so a kill at any moment
 leaves at least one complete checkpoint. Every load uses ``weights_only=True``: a
-checkpoint file is data, never code.
+checkpoint file is data, never code. Besides tensors, only a few plain-data types that teachers'
+files are known to hold are let through (RepDistiller's ``<model>_last.pth`` pickles its argparse
+options); any other pickled object is refused with an explanation.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -146,17 +152,102 @@ def save_training_checkpoint(state: dict, directory: Path) -> Path:
 
 
 def load_file(path: Path) -> dict:
-    """``torch.load`` with ``weights_only=True`` and an error that names the file."""
+    """``torch.load`` with ``weights_only=True`` and an error that names the file.
+
+    A file refused only for plain data besides its weights (``PLAIN_DATA``: RepDistiller's argparse
+    options, numpy numbers) is loaded again with just those types allowed; anything else stays refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint '{path}' does not exist.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _refused_global(err)
+        if refused is None:
+            raise CheckpointError(_unreadable(path, err)) from err
+        return _load_with_plain_data(path, refused)
     except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(_unreadable(path, err)) from err
+
+
+# What RepDistiller's and mdistiller's files hold besides tensors: RepDistiller's <model>_last.pth pickles
+# its argparse options as 'opt'; accuracies saved as numpy numbers pickle numpy's scalar constructor and
+# dtypes. All are plain data: unpickling them runs no code of the file's choosing.
+PLAIN_DATA = ("argparse options (argparse.Namespace)", "numpy scalars")
+
+
+def _plain_data_globals() -> list:
+    scalar = np.float64(0).__reduce__()[0]  # numpy's scalar constructor, in whichever module this numpy keeps it
+    allowed: list = [argparse.Namespace, np.dtype, scalar]
+    allowed += [type(np.dtype(code)) for code in "?bhilqBHILQefdgFDG"]  # numpy>=1.25 pickles dtypes by class
+    if torch.__version__ >= (2, 6):  # aliases by name: files written under numpy 1 (numpy.core) or 2 (numpy._core)
+        allowed += [(scalar, f"{module}.multiarray.scalar") for module in ("numpy.core", "numpy._core")]
+    return allowed
+
+
+def _refused_global(err: Exception) -> str | None:
+    """The Python object a weights-only load refused, from torch's message; None for other failures."""
+    found = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(err))
+    return found.group(1) if found else None
+
+
+def _is_plain_data(name: str) -> bool:
+    """Whether ``name`` (a global a weights-only load refused) is one of the PLAIN_DATA types."""
+    numpy_scalar_or_dtype = name.startswith("numpy.") and (
+        name.endswith((".scalar", ".dtype")) or name.startswith("numpy.dtypes."))
+    return name == "argparse.Namespace" or numpy_scalar_or_dtype
+
+
+def _load_with_plain_data(path: Path, refused: str) -> dict:
+    if not _is_plain_data(refused):
+        raise CheckpointError(_foreign_object(path, refused))
+    if not hasattr(torch.serialization, "safe_globals"):
         raise CheckpointError(
-            f"Checkpoint '{path}' cannot be read ({type(err).__name__}: {err}). It is truncated, corrupt, "
-            "or not a PyTorch checkpoint."
-        ) from err
+            f"Checkpoint '{path}' holds {refused} besides its weights (RepDistiller's <model>_last.pth pickles its "
+            f"argparse options), and torch {torch.__version__} cannot load such a "
+            "file weights-only with just those types allowed (torch>=2.5 can). Upgrade torch, or keep only the "
+            "weights: " + _resave_hint(path)
+        )
+    try:
+        with torch.serialization.safe_globals(_plain_data_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        other = _refused_global(err)
+        raise CheckpointError(_unreadable(path, err) if other is None else _foreign_object(path, other)) from err
+    except Exception as err:
+        raise CheckpointError(_unreadable(path, err)) from err
+
+
+def _foreign_object(path: Path, name: str) -> str:
+    numpy_alias = (" This torch reads numpy scalars only as this numpy names them; torch>=2.6 reads those written "
+                   "under the other numpy major version too.") if _is_plain_data(name) else ""
+    return (
+        f"Checkpoint '{path}' is a PyTorch file that pickles a Python object ({name}) besides its tensors, so it is "
+        "not read: distillbench loads checkpoints weights-only, because unpickling an arbitrary object can run code. "
+        f"Accepted are tensors, plain containers and numbers, {', '.join(PLAIN_DATA)}.{numpy_alias} If the file "
+        "comes from a source you trust, keep only its weights and pass the new file: " + _resave_hint(path)
+    )
+
+
+def _resave_hint(path: Path) -> str:
+    out = path.with_name(path.stem + "_weights.pth")
+    return (
+        f"python -c \"import torch; c = torch.load('{path}', map_location='cpu', weights_only=False); "
+        "m = c.get('model', c) if isinstance(c, dict) else c; "
+        f"torch.save({{'model': m.state_dict() if hasattr(m, 'state_dict') else m}}, '{out}')\"."
+    )
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    text = str(err)
+    # torch's weights-only message suggests weights_only=False first; its specific reason is this line.
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    reason = found.group(1) if found else (text.strip().splitlines() or [""])[0]
+    return (
+        f"Checkpoint '{path}' cannot be read ({type(err).__name__}: {reason[:200]}). It is truncated, corrupt, "
+        "or not a PyTorch checkpoint."
+    )
 
 
 def load_training_checkpoint(directory: Path, identity: str | None = None) -> dict | None:

@@ -1,15 +1,21 @@
-"""Checkpoint files: atomic replacement, fallback from a corrupt file, teacher formats, mismatches."""
+"""Checkpoint files: atomic replacement, fallback from a corrupt file, teacher formats (RepDistiller's
+pickled argparse options included), mismatches, pickled objects refused."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch.torch_version import TorchVersion
 
 from distillbench.engine.checkpoint import (
     CheckpointError,
+    load_file,
     load_model_weights,
     load_training_checkpoint,
     save_training_checkpoint,
@@ -78,5 +84,82 @@ def test_wrong_architecture_or_class_count_names_the_differences(tmp_path):
 
 def test_checkpoints_holding_code_are_refused(tmp_path):
     torch.save({"model": create_model("resnet8").state_dict(), "callback": print}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match=r"pickles a Python object \(print\) besides its tensors"):
         load_model_weights(create_model("resnet8"), tmp_path / "evil.pth", "resnet8")
+
+
+def repdistiller_file(path: Path, layout: str, seed: int = 3) -> dict:
+    """A teacher file as RepDistiller's train_teacher.py writes <model>_last.pth: its argparse options pickled
+    as 'opt', here with a numpy accuracy too. ``layout``: torch's zip format, the pre-1.6 format RepDistiller's
+    own files use, or that format written under numpy 1 (numpy.core rather than numpy._core)."""
+    torch.manual_seed(seed)
+    model = create_model("resnet8x4")
+    opt = argparse.Namespace(model="resnet8x4", dataset="cifar100", learning_rate=0.05,
+                             lr_decay_epochs=[150, 180, 210], save_folder="./save/models/resnet8x4_vanilla")
+    state = {"opt": opt, "model": model.state_dict(), "best_acc": np.float64(72.5),
+             "optimizer": torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9).state_dict()}
+    torch.save(state, path, _use_new_zipfile_serialization=layout == "zip")
+    if layout == "legacy_numpy1":
+        data = path.read_bytes()
+        assert b"numpy._core.multiarray" in data
+        path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    return state
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "legacy_numpy1"])
+def test_repdistiller_last_pth_with_its_argparse_options_loads_weights_only(layout, tmp_path):
+    path = tmp_path / "resnet8x4_last.pth"
+    state = repdistiller_file(path, layout)
+    with pytest.raises(pickle.UnpicklingError, match="argparse.Namespace"):  # what plain weights_only refuses
+        torch.load(path, weights_only=True)
+    loaded = load_file(path)
+    assert loaded["opt"] == state["opt"] and loaded["best_acc"] == 72.5
+    teacher = create_model("resnet8x4")
+    load_model_weights(teacher, path, "resnet8x4")
+    assert all(torch.equal(v, state["model"][k]) for k, v in teacher.state_dict().items())
+
+
+class Opaque:
+    """An object of a class of its own, as some training scripts pickle into their checkpoints."""
+
+
+def test_any_other_pickled_object_is_refused_with_what_it_is_and_what_to_do(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"model": create_model("resnet8").state_dict(), "opt": argparse.Namespace(lr=0.1),
+                "run": ExecOnLoad(f"open({str(marker)!r}, 'w').close()")}, tmp_path / "runs_code.pth")
+    torch.save({"model": create_model("resnet8").state_dict(), "extra": Opaque()}, tmp_path / "opaque.pth")
+    for name, what in (("runs_code.pth", "(exec)"), ("opaque.pth", f"({__name__}.Opaque)")):
+        with pytest.raises(CheckpointError) as err:
+            load_model_weights(create_model("resnet8"), tmp_path / name, "resnet8")
+        message = str(err.value)
+        assert f"'{tmp_path / name}' is a PyTorch file that pickles a Python object {what} besides" in message
+        assert "corrupt" not in message and "weights_only=False" in message and f"{name[:-4]}_weights.pth" in message
+    assert not marker.exists()
+
+
+class ExecOnLoad:
+    """Unpickling it runs ``code``: what a weights-only load exists to refuse."""
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def __reduce__(self):
+        return exec, (self.code,)
+
+
+def test_with_a_torch_that_cannot_allow_plain_data_the_error_says_what_to_do(tmp_path, monkeypatch):
+    path = tmp_path / "resnet8x4_last.pth"
+    repdistiller_file(path, "zip")
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    with pytest.raises(CheckpointError, match=r"holds argparse.Namespace besides its weights .*\(torch>=2.5 can\). "
+                                              r"Upgrade torch, or keep only the weights: python -c"):
+        load_file(path)
+
+
+def test_a_torch_without_named_aliases_explains_numpy_scalars_of_the_other_numpy(tmp_path, monkeypatch):
+    path = tmp_path / "resnet8x4_last.pth"
+    repdistiller_file(path, "legacy_numpy1")
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.5.1"))
+    with pytest.raises(CheckpointError, match=r"pickles a Python object \(numpy.core.multiarray.scalar\) .* "
+                                              r"torch>=2.6 reads those written under the other numpy major version"):
+        load_file(path)
