@@ -25,6 +25,8 @@ NOT_IDENTITY = (
     # Where and how the run is launched and written.
     "experiment", "name", "run_dir", "resume", "overwrite", "jobs", "side_by_side_seeds", "optimized_metric",
     "hydra", "logger", "paths",
+    # Which weight a tuning sweep draws, and from where (distillbench/tuning.py); the drawn value itself counts.
+    "distiller.tune_weight", "tune_weight_range",
     # What the run is compared with, not what it computes.
     "published", "protocol", "teacher.expected_acc1",
     # Files are identified by their content (teacher.weights_sha256), not by where they lie.

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from distillbench.identity import variant_name
 from distillbench.models import create_model
-from tests.conftest import tiny_run_overrides
+from tests.helpers import tiny_run_overrides
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,20 @@ def test_optuna_tunes_the_weight_on_held_out_training_images(fake_cifar_root, te
     assert configs[0].distiller.method.weight != configs[1].distiller.method.weight
     assert all(c.dataset.holdout.fraction == 0.1 and c.dataset.holdout.seed == 0 for c in configs)
     assert "Best parameters" in output and "distiller.method.weight" in output
+
+
+@pytest.mark.slow  # one CRD+KD trial in its own process: 10-16 s on two CPU cores
+def test_optuna_tunes_the_contrastive_weight_of_a_combined_method(fake_cifar_root, teacher, tmp_path):
+    """CRD+KD keeps its CRD weight at distiller.method.crd.weight (configs/distiller/crd_kd.yaml: tune_weight)."""
+    runs = tmp_path / "runs"
+    output = multirun("experiment=crd_kd_resnet32x4_8x4", "hparams_search=weight_optuna", "hydra.sweeper.n_trials=1",
+                      "distiller.method.crd.num_negatives=16", *small(fake_cifar_root, runs, teacher), cwd=tmp_path)
+    (trial,) = (runs / "tune" / "crd_kd_resnet32x4_8x4").glob("*/trial0")
+    config = OmegaConf.load(trial / "config.yaml")
+    assert 0.05 <= config.distiller.method.crd.weight <= 20.0 and config.distiller.method.crd.weight != 0.8
+    assert config.distiller.method.kd.weight == 1.0 and "weight" not in config.distiller.method
+    # Scored on held-out training images, and labelled so in the summary, the run record and the console.
+    assert json.loads((trial / "summary.json").read_text())["eval_split"] == "holdout"
+    assert json.loads((trial / "run.json").read_text())["data"]["eval_split"] == "holdout"
+    assert "holdout_acc1=" in output and "test_acc1=" not in output
+    assert "Best parameters: {'distiller.method.crd.weight'" in output

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from distillbench.data.holdout import holdout_split
+from distillbench.data.holdout import eval_split_name, holdout_split
 from distillbench.data.instance import InstanceDataset
+from distillbench.data.subset import take_subset
 from distillbench.data.transforms import test_transform, train_transform
+from distillbench.errors import ConfigError
 
 
 def dataset(n_per_class=20, classes=5) -> InstanceDataset:
@@ -47,5 +49,17 @@ def test_split_depends_only_on_its_seed_and_is_unaugmented():
 
 
 def test_fraction_must_be_a_proper_fraction():
-    with pytest.raises(ValueError, match="strictly between"):
+    with pytest.raises(ConfigError, match="strictly between 0 and 1, got 1.0; set dataset.holdout.fraction"):
         holdout_split(dataset(), 1.0, seed=0, eval_transform=test_transform())
+
+
+def test_the_held_out_part_is_named_holdout_and_both_parts_keep_the_provenance():
+    """run.json records the training set's provenance: a tuning run's says it was scored on held-out images."""
+    full = dataset()
+    full.provenance = {"checksums_verified": True, "generated": False}
+    train, val = holdout_split(full, 0.1, seed=0, eval_transform=test_transform())
+    assert eval_split_name(val) == "holdout" and eval_split_name(full) == eval_split_name(train) == "test"
+    assert train.provenance == val.provenance == {"checksums_verified": True, "generated": False,
+                                                  "eval_split": "holdout"}
+    assert full.provenance == {"checksums_verified": True, "generated": False}
+    assert eval_split_name(take_subset(val, 4, "dataset.subset.test")) == "holdout"  # debug subsets keep the name
