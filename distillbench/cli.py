@@ -1,439 +1,31 @@
-"""The command line, ``python -m distillbench experiment=NAME [overrides]``.
+"""The command line, ``python -m distillbench experiment=NAME [overrides]``: parse, build, run, report.
 
-This is the edge of the program: it turns the composed Hydra config into objects (data,
-models, distiller, optimiser, loggers) and hands them to the ``Trainer``. Nothing below
-this module imports Hydra.
+Hydra composes the config; ``distillbench.jobs`` builds (``distillbench.build``) and trains what it asks
+for; this module reports the outcome: a results table, the value a sweeper optimises, or a user's mistake
+as one paragraph with exit code 2. Nothing below this module reads Hydra's runtime.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import functools
 import logging
 import os
 import sys
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from distillbench.data.device_loader import make_device_loaders
-from distillbench.data.holdout import holdout_split
-from distillbench.data.jpeg_device import make_jpeg_device_loaders
-from distillbench.data.loaders import last_batch_dropped, make_loaders
-from distillbench.data.subset import apply_subset
-from distillbench.engine import distributed
-from distillbench.engine.checkpoint import load_model_weights
-from distillbench.engine.distributed import DistContext, check_batch_divides, init_distributed
+from distillbench.catalog import CONFIG_DIR, experiment_names
 from distillbench.engine.preemption import Preempted
-from distillbench.engine.seeding import seed_everything
-from distillbench.engine.side_by_side import fit_side_by_side
-from distillbench.engine.speed import SpeedOptions, use_fused_optimizer
-from distillbench.engine.teacher_cache import weights_checksum, why_not_cacheable
-from distillbench.engine.trainer import Trainer
-from distillbench.errors import EXIT_USER_ERROR, ConfigError, RunDirError, UserError
-from distillbench.identity import variant_name, variant_overrides
-from distillbench.loggers import ConsoleLogger, FileLogger, LoggerGroup, RunInfo, WandbLogger
-from distillbench.models import create_model
-from distillbench.models.linear_probe import build_linear_probe
-from distillbench.rundir import RunPlan, claim_run_dir
-from distillbench.validation import validate
+from distillbench.errors import EXIT_USER_ERROR, ConfigError, UserError
+from distillbench.helptext import help_text
+from distillbench.identity import variant_name
+from distillbench.jobs import results_table, run_jobs, run_or_reuse, run_side_by_side
+from distillbench.runtime import distributed
 
 log = logging.getLogger("distillbench")
-
-# The repository's configs/ (the package is installed in editable mode).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-# distillbench's log lines, beside the run's other files (written once the directory is claimed).
-LOG_FILE = "train.log"
-
-
-def build_object(node: DictConfig):
-    """``hydra.utils.instantiate``, with the user's mistakes (a ``UserError`` raised by what is built)
-    passed on as they are rather than wrapped in Hydra's instantiation error and its traceback."""
-    try:
-        return instantiate(node)
-    except InstantiationException as err:
-        cause = err.__cause__
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: a CUDA GPU when there is one (the rank's own on several ranks), else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu or auto.")
-    return device
-
-
-def build_teacher(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
-    if cfg.teacher.get("pretrained") and cfg.teacher.checkpoint is None:
-        # torchvision's released ImageNet weights; without internet the factory says to pass a checkpoint.
-        return create_model(cfg.teacher.arch, num_classes=num_classes, pretrained=True)
-    teacher = create_model(cfg.teacher.arch, num_classes=num_classes)
-    path = Path(cfg.teacher.checkpoint)
-    if not path.is_file():
-        raise ConfigError(
-            f"The teacher checkpoint '{path}' does not exist. Train a teacher with "
-            f"`python -m distillbench experiment=teacher_{cfg.teacher.arch}` (it writes model.pth in its run "
-            "directory) or bring one from RepDistiller/mdistiller, then pass teacher.checkpoint=/path/to/file "
-            f"(or place it at {cfg.paths.teachers}/{cfg.teacher.arch}_vanilla/ckpt_epoch_240.pth). "
-            "Files saved as {'model': state_dict} load unchanged."
-        )
-    load_model_weights(teacher, path, cfg.teacher.arch)
-    return teacher
-
-
-def build_probe(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
-    """``role: probe``: the frozen CIFAR network of ``cfg.probe`` with a fresh ``num_classes``-way linear head."""
-    probe = cfg.get("probe")
-    if probe is None:
-        raise ConfigError("role=probe needs a probe section: use a transfer_* experiment, or add +probe=linear.")
-    path = Path(probe.checkpoint)
-    if not path.is_file():
-        raise ConfigError(
-            f"The checkpoint of the network to probe, '{path}', does not exist. A linear probe trains a classifier "
-            f"on a network already trained on {probe.source_dataset}: train it first with `python -m distillbench "
-            f"experiment={probe.source_experiment} seed={cfg.seed}`, whose run directory "
-            f"({cfg.paths.runs}/{probe.source_experiment}/default/seed{cfg.seed}) then holds model.pth, and point "
-            "probe.checkpoint=/path/to/model.pth at it if that is not the path above. Any {'model': state_dict} "
-            f"file of a {probe.arch} with {probe.source_num_classes} classes loads (distillbench's model.pth, "
-            "RepDistiller's checkpoints)."
-        )
-    return build_linear_probe(probe.arch, path, num_classes, source_num_classes=probe.source_num_classes,
-                              input_size=cfg.dataset.get("size", 32), init_std=probe.init_std,
-                              freeze_bn=probe.freeze_bn)
-
-
-def build_loaders(cfg: DictConfig, train_set, test_set, device: torch.device, channels_last: bool,
-                  ctx: DistContext | None = None, distiller=None) -> tuple:
-    """``dataset.loader``: torch (DataLoader + PIL, the reference), device (in-memory sets held on the device),
-    jpeg_device (image folders decoded and augmented on the device), or auto (device for in-memory sets on a GPU).
-    ``distiller``: the run's method, whose ``min_batch_size`` the last training batch must reach."""
-    ctx = ctx or DistContext()
-    kind = loader_kind(cfg, train_set, device)
-    if kind == "device" and cfg.dataset.loader == "auto":
-        # auto (trainer=fast) keeps the DataLoader for in-memory sets whose transforms the device loader does not
-        # reproduce (STL-10's Resize), instead of failing.
-        from distillbench.data.device_loader import recipe_of
-
-        try:
-            recipe_of(train_set.transform), recipe_of(test_set.transform)
-        except ValueError:
-            kind = "torch"
-    # dataset.batch_size is the global batch; each rank loads its share.
-    batch = per_rank_batch(cfg.dataset.batch_size, len(train_set), ctx.world_size)
-    test_batch = max(1, cfg.dataset.test_batch_size // ctx.world_size)
-    # The last partial training batch is dropped when the recipe says so (dataset.drop_last: RRD's loader), or when
-    # it is smaller than the method can use (Distiller.min_batch_size).
-    drop_last = last_batch_dropped(len(train_set), batch, world_size=ctx.world_size,
-                                   drop_last=bool(cfg.dataset.get("drop_last", False)),
-                                   min_batch_size=distiller.min_batch_size if distiller is not None else 1,
-                                   needed_by=f"distiller {cfg.distiller.name}")
-    shards = {"rank": ctx.rank, "world_size": ctx.world_size, "drop_last": drop_last}
-    if kind == "device":
-        device_test_batch = cfg.dataset.get("device_test_batch_size") or cfg.dataset.test_batch_size
-        return make_device_loaders(train_set, test_set, batch, max(1, device_test_batch // ctx.world_size), device,
-                                   seed=cfg.seed, channels_last=channels_last, **shards)
-    if kind == "torch":
-        return make_loaders(train_set, test_set, batch, test_batch, cfg.dataset.num_workers,
-                            cfg.dataset.test_num_workers, device, seed=cfg.seed, **shards)
-    if kind == "jpeg_device":
-        return make_jpeg_device_loaders(train_set, test_set, batch, test_batch, cfg.dataset.num_workers,
-                                        cfg.dataset.test_num_workers, device, seed=cfg.seed,
-                                        channels_last=channels_last, **shards)
-    raise ConfigError(f"dataset.loader must be 'torch', 'device', 'jpeg_device' or 'auto', got '{kind}'.")
-
-
-def loader_kind(cfg: DictConfig, train_set, device: torch.device) -> str:
-    """``dataset.loader`` with ``auto`` decided: the device loader for in-memory sets on a GPU."""
-    kind = cfg.dataset.loader
-    if kind == "auto":
-        kind = "device" if device.type == "cuda" and hasattr(train_set, "data") else "torch"
-    return kind
-
-
-def per_rank_batch(global_batch: int, dataset_size: int, world_size: int) -> int:
-    if world_size == 1:
-        return global_batch
-    if global_batch % world_size:
-        raise ConfigError(
-            f"dataset.batch_size={global_batch} is the global batch and must split evenly over {world_size} ranks; "
-            f"choose a multiple of {world_size}; trainer.distributed.lr_scaling says how the lr follows the batch."
-        )
-    check_batch_divides(dataset_size, global_batch, world_size)
-    return global_batch // world_size
-
-
-def teacher_cache_dir(cfg: DictConfig, distiller, train_loader, device: torch.device) -> Path | None:
-    """Where the teacher-output cache lives, or None when the run computes the teacher live."""
-    setting = cfg.trainer.teacher_cache
-    if setting is False or distiller is None:
-        return None
-    reason = why_not_cacheable(distiller, train_loader)
-    if setting == "auto":
-        return Path(cfg.paths.cache) if reason is None and device.type == "cuda" else None
-    if setting is not True:
-        raise ConfigError(f"trainer.teacher_cache must be true, false or auto, got '{setting}'.")
-    if reason is not None:
-        raise ConfigError(f"trainer.teacher_cache=true, but {cfg.distiller.name}: {reason} Use "
-                          "trainer.teacher_cache=auto or false for it, or dataset.loader=device.")
-    return Path(cfg.paths.cache)
-
-
-def build_optimizer_factory(cfg: DictConfig, device: torch.device):
-    """``cfg.optim`` as a factory of parameters: torch's fused kernel when ``trainer.fused_optimizer`` says so, and
-    the lr rule of ``trainer.distributed.lr_scaling`` (none: the config's lr; linear: times batch / reference)."""
-    rule, reference = cfg.trainer.distributed.lr_scaling, cfg.trainer.distributed.reference_batch_size
-    extra = {}
-    if rule == "linear":
-        extra["lr"] = cfg.optim.lr * cfg.dataset.batch_size / reference
-    elif rule != "none":
-        raise ConfigError(f"trainer.distributed.lr_scaling must be 'none' or 'linear', got '{rule}'.")
-    fused = use_fused_optimizer(cfg.trainer.fused_optimizer, device)
-    if fused is not None:
-        extra["fused"] = fused
-    factory = build_object(cfg.optim)
-    return functools.partial(factory, **extra) if extra else factory
-
-
-def build_loggers(cfg: DictConfig, console_prefix: str = "") -> LoggerGroup:
-    loggers = []
-    if cfg.logger.console:
-        loggers.append(ConsoleLogger(console_prefix))
-    if cfg.logger.files:
-        loggers.append(FileLogger())
-    if cfg.logger.wandb.mode != "disabled":
-        loggers.append(WandbLogger(cfg.logger.wandb.project, cfg.logger.wandb.entity, cfg.logger.wandb.mode))
-    return LoggerGroup(loggers)
-
-
-def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
-    """Train one model as ``cfg`` says, in ``run_dir``; return its summary. ``overrides`` are the
-    command line's, recorded with the run (they name its variant)."""
-    trainer = build_trainer(cfg, run_dir, overrides=overrides)
-    with log_file(Path(run_dir) / LOG_FILE):
-        return trainer.fit()
-
-
-@contextlib.contextmanager
-def log_file(path: Path):
-    """Also write distillbench's log lines to ``path`` while the run trains (appended on resume)."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def run_side_by_side(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> list[dict]:
-    """``cfg`` once per seed of ``side_by_side_seeds``, all in this process: run directories ``seed<s>``
-    beside ``run_dir``, steps interleaved (``engine.side_by_side``)."""
-    seeds = list(cfg.side_by_side_seeds)
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"side_by_side_seeds must not repeat a seed, got {seeds}.")
-    if distributed.launcher_environment() is not None:
-        raise ConfigError("side_by_side_seeds packs runs into one process; it does not combine with torchrun or "
-                          "SLURM tasks. Launch one of them.")
-    trainers = []
-    try:
-        for seed in seeds:
-            seed_cfg = cfg.copy()
-            seed_cfg.seed = seed
-            seed_cfg.side_by_side_seeds = None
-            seed_cfg.trainer.progress = False  # one bar per run would garble the console
-            trainers.append(build_trainer(seed_cfg, Path(run_dir).parent / f"seed{seed}", f"[seed {seed}] ",
-                                          overrides=overrides))
-    except BaseException:
-        for trainer in trainers:  # free the directories already claimed
-            if trainer.run_lock is not None:
-                trainer.run_lock.release()
-        raise
-    return fit_side_by_side(trainers)
-
-
-def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
-                  overrides: list[str] | None = None) -> Trainer:
-    """Everything ``cfg`` asks for, built and handed to a ``Trainer`` (not yet started).
-
-    Nothing is written before everything has been built and the run directory has been claimed
-    for this run's identity (``distillbench.rundir``): a wrong value, a missing file or a resume
-    with another config fails with the directory untouched.
-    """
-    run_dir = Path(run_dir)
-    validate(cfg)
-    overrides = list(overrides or [])
-    # A job SLURM requeued (after a preemption or a time limit) continues its run.
-    resume = bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0
-    ctx = init_distributed(resolve_device(cfg.trainer.device).type, cfg.trainer.distributed.backend)
-    if not ctx.is_main:  # rank 0 speaks for the run
-        logging.getLogger("distillbench").setLevel(logging.WARNING)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.pop("jobs", None)
-
-    device = resolve_device(cfg.trainer.device, ctx.local_rank)
-    if cfg.trainer.distributed.sync_bn and ctx.enabled and device.type != "cuda":
-        raise ConfigError("trainer.distributed.sync_bn=true needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
-                          "set it to false for CPU processes.")
-    torch.backends.cudnn.benchmark = bool(cfg.trainer.cudnn_benchmark)
-    seed_everything(cfg.seed)
-    num_classes = cfg.dataset.num_classes
-    # Models and the teacher checkpoint first: a wrong name fails before any data is read. The trained
-    # network is built first, so one seed gives it the same initial weights whatever the method.
-    if cfg.role == "probe":  # a linear head on a frozen CIFAR network; no teacher, no distiller
-        model, trained = build_probe(cfg, num_classes), cfg.probe
-    elif cfg.role == "eval":  # the teacher as released (or from teacher.checkpoint), evaluated, not trained
-        model, trained = build_teacher(cfg, num_classes), cfg.teacher
-    else:
-        trained = cfg.teacher if cfg.role == "teacher" else cfg.student
-        model = create_model(trained.arch, num_classes=num_classes)
-    teacher, distiller, ce_weight, job_type, method = None, None, 1.0, "teacher", "none"
-    if cfg.role == "probe":
-        job_type, method = "probe", cfg.probe.method
-    if cfg.role == "student":
-        job_type, method, ce_weight = "student", cfg.distiller.name, cfg.distiller.ce_weight
-        if cfg.distiller.method is not None:
-            distiller = build_object(cfg.distiller.method)
-            teacher = build_teacher(cfg, num_classes)
-
-    train_set, test_set = build_object(cfg.dataset.build)
-    eval_split = "test"
-    if cfg.dataset.get("holdout"):
-        # Tuning: score on images held out of the training set, never on the test set.
-        train_set, test_set = holdout_split(train_set, cfg.dataset.holdout.fraction, cfg.dataset.holdout.seed,
-                                            eval_transform=test_set.transform)
-        eval_split = "holdout"
-    # debug runs (configs/debug/): a few images of each split, the training ones optionally unaugmented.
-    train_set, test_set = apply_subset(train_set, test_set, cfg.dataset.get("subset"),
-                                       augment=cfg.dataset.get("augment", True))
-    speed = SpeedOptions.resolve(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.compile,
-                                 cfg.trainer.compile_backend)
-    train_loader, test_loader = build_loaders(cfg, train_set, test_set, device, speed.channels_last, ctx, distiller)
-    make_optimizer = build_optimizer_factory(cfg, device)
-    cache_dir = teacher_cache_dir(cfg, distiller, train_loader, device)
-
-    # Networks that come from files or downloads are identified by their weights, not by the path.
-    loaded = {"teacher": teacher} if teacher is not None else {}
-    if cfg.role in ("probe", "eval"):
-        loaded["probe" if cfg.role == "probe" else "teacher"] = model
-    resolved = resolved_settings(cfg, device, speed, train_set, cache_dir, ctx, loaded)
-    plan = RunPlan(run_dir=run_dir, experiment=cfg.name, variant=variant_name(overrides), seed=cfg.seed,
-                   config=config, resolved=resolved, overrides=overrides,
-                   variant_overrides=variant_overrides(overrides),
-                   data=dict(getattr(train_set, "provenance", {}) or {}))
-    lock, refused = None, None
-    if ctx.is_main:  # one run directory for all ranks, claimed and written by rank 0
-        try:
-            lock = claim_run_dir(plan, resume, cfg.overwrite)
-            log.info("run %s (identity %s) in %s", plan.variant, plan.identity, run_dir)
-        except UserError as err:
-            refused = err
-    # Every rank learns whether rank 0 claimed the directory (instead of waiting for it at a barrier).
-    if distributed.all_reduce_max(torch.tensor(float(refused is not None), device=device)).item() > 0:
-        if refused is not None:
-            raise refused
-        raise RunDirError(f"Rank 0 could not take the run directory {run_dir}; its message says why. Nothing "
-                          "was changed; this rank stops as well.")
-
-    tags = {"method": method, "arch": trained.arch, "dataset": cfg.dataset.name, "eval_split": eval_split}
-    if teacher is not None:
-        tags["teacher"] = cfg.teacher.arch
-        tags["student"] = cfg.student.arch
-    if cfg.role == "probe":  # the transfer table's cell: its dataset key (cifar100_to_stl10), row and pair
-        tags.update(dataset=cfg.probe.table, probe_dataset=cfg.dataset.name, teacher=cfg.probe.teacher,
-                    student=cfg.probe.student)
-    published = {"published_acc1": cfg.published.acc1} if cfg.get("published") else {}
-    record = {"experiment": cfg.name, "variant": plan.variant, "identity": plan.identity, "group": plan.group,
-              "precision": resolved["trainer.precision"],
-              "data_generated": bool(plan.data.get("generated", False))}
-    info = RunInfo(name=cfg.name, job_type=job_type, run_dir=str(run_dir), seed=cfg.seed,
-                   config={**config, "resolved": resolved}, tags=tags, summary_fields={**published, **record},
-                   identity=plan.identity, group=plan.group, variant=plan.variant)
-    return Trainer(
-        model=model,
-        train_loader=train_loader,
-        test_loader=test_loader,
-        make_optimizer=make_optimizer,
-        make_scheduler=build_object(cfg.sched),
-        epochs=0 if cfg.role == "eval" else cfg.trainer.epochs,
-        run_dir=run_dir,
-        logger=build_loggers(cfg, console_prefix) if ctx.is_main else LoggerGroup([]),
-        info=info,
-        device=device,
-        teacher=teacher,
-        distiller=distiller,
-        ce_weight=ce_weight,
-        seed=cfg.seed,
-        resume=resume,
-        expected_teacher_acc1=cfg.teacher.expected_acc1 if teacher is not None else None,
-        teacher_acc1_tolerance=cfg.trainer.teacher_acc1_tolerance,
-        check_finite_every=cfg.trainer.check_finite_every,
-        checkpoint_every_steps=cfg.trainer.checkpoint_every_steps,
-        detect_anomaly=cfg.trainer.detect_anomaly,
-        progress=cfg.trainer.progress,
-        speed=speed,
-        teacher_cache_dir=cache_dir,
-        teacher_cache_optional=cfg.trainer.teacher_cache == "auto",
-        sync_bn=bool(cfg.trainer.distributed.sync_bn) and ctx.enabled,
-        run_lock=lock,
-    )
-
-
-def resolved_settings(cfg: DictConfig, device: torch.device, speed: SpeedOptions, train_set, cache_dir,
-                      ctx: DistContext, loaded: dict[str, torch.nn.Module]) -> dict:
-    """Every ``auto`` as decided on this machine, and the facts a config names only by path, under the
-    config keys they decide: they replace the config's values in the run's identity."""
-    fused = use_fused_optimizer(cfg.trainer.fused_optimizer, device)
-    resolved = {
-        "trainer.device_type": device.type,
-        "trainer.precision": speed.precision,
-        "trainer.channels_last": speed.channels_last,
-        "trainer.compile": speed.compile_mode or False,
-        "trainer.fused_optimizer": bool(fused),
-        "dataset.loader": loader_kind(cfg, train_set, device),
-        "world_size": ctx.world_size,
-        "per_rank_batch": per_rank_batch(cfg.dataset.batch_size, len(train_set), ctx.world_size),
-        "teacher_cache_planned": cache_dir is not None,
-    }
-    for role, network in loaded.items():  # the weights, whatever file or download they came from
-        resolved[f"{role}.weights_sha256"] = weights_checksum(network)
-    return resolved
-
-
-def run_jobs(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, dict]:
-    """Run ``cfg.jobs`` in order, each as ``cfg`` with its patch merged in, in ``run_dir/<job>``."""
-    summaries = {}
-    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "jobs"])
-    for name, patch in cfg.jobs.items():
-        job_cfg = OmegaConf.merge(base, patch)
-        job_cfg.run_dir = str(run_dir)
-        log.info("== job %s ==", name)
-        summaries[name] = run_job(job_cfg, run_dir / name, overrides)
-    return summaries
-
-
-def results_table(summaries: dict[str, dict]) -> str:
-    rows = ["| job | network | method | top-1 last | top-1 best |", "|---|---|---|---|---|"]
-    for name, s in summaries.items():
-        rows.append(f"| {name} | {s['arch']} | {s['method']} | {s['acc1_last']:.2f} | {s['acc1_best']:.2f} |")
-    return "\n".join(rows)
 
 
 def current_overrides() -> list[str]:
@@ -444,9 +36,11 @@ def current_overrides() -> list[str]:
         return []
 
 
-# The run directory's variant part, from the overrides of the job being launched (configs/config.yaml).
+# The run directory's variant part, from the overrides of the job being launched (configs/config.yaml), and
+# the experiments of --help, grouped by paper (configs/hydra/help/distillbench.yaml).
 OmegaConf.register_new_resolver("distillbench.variant", lambda: variant_name(current_overrides()), replace=True)
 OmegaConf.register_new_resolver("distillbench.abspath", lambda path: os.path.abspath(str(path)), replace=True)
+OmegaConf.register_new_resolver("distillbench.help", help_text, replace=True)
 
 
 def report_user_error(err: UserError) -> None:
@@ -457,18 +51,16 @@ def report_user_error(err: UserError) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns ``cfg.optimized_metric`` of the run's summary, for hyperparameter sweepers."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    overrides = current_overrides()
+    run_dir, overrides = Path(HydraConfig.get().runtime.output_dir), current_overrides()
     try:
         if cfg.get("jobs"):
-            summaries = run_jobs(cfg, run_dir, overrides)
-            print("\n" + results_table(summaries) + "\n", flush=True)
-            return None
-        if cfg.get("side_by_side_seeds"):
+            print("\n" + results_table(run_jobs(cfg, run_dir, overrides)) + "\n", flush=True)
+        elif cfg.get("side_by_side_seeds"):
             run_side_by_side(cfg, run_dir, overrides)
-            return None
-        summary = run_job(cfg, run_dir, overrides)
-        return summary[cfg.optimized_metric] if cfg.get("optimized_metric") else None
+        else:
+            summary = run_or_reuse(cfg, run_dir, overrides)
+            return summary[cfg.optimized_metric] if cfg.get("optimized_metric") else None
+        return None
     except UserError as err:
         report_user_error(err)
         sys.exit(EXIT_USER_ERROR)
@@ -482,7 +74,7 @@ def main(cfg: DictConfig) -> float | None:
 def check_experiment_name(argv: list[str]) -> None:
     """An unknown ``experiment=NAME``: a short error naming the closest experiments, before Hydra would list
     all of them. Sweeps and globs (``a,b``, ``glob(...)``) are left to Hydra."""
-    known = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    known = experiment_names()
     for arg in argv:
         key, sep, name = arg.partition("=")
         if key.lstrip("+") != "experiment" or not sep or any(c in name for c in ",()*?[") or name in known:
@@ -490,7 +82,8 @@ def check_experiment_name(argv: list[str]) -> None:
         close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"There is no experiment '{name}'.{hint} Experiments are the files of "
-                          f"{CONFIG_DIR / 'experiment'} ({len(known)} of them; `ls` that folder to see all).")
+                          f"{CONFIG_DIR / 'experiment'} ({len(known)} of them; `python -m distillbench --help` "
+                          "lists them by paper).")
 
 
 def entry() -> None:

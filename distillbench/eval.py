@@ -20,12 +20,14 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from distillbench.cli import CONFIG_DIR, build_object, report_user_error, resolve_device
+from distillbench.build import build_object, resolve_device
+from distillbench.catalog import CONFIG_DIR
+from distillbench.cli import report_user_error
 from distillbench.data.subset import apply_subset
-from distillbench.engine.checkpoint import CheckpointError, load_file, load_model_weights
 from distillbench.engine.evaluation import evaluate
 from distillbench.errors import EXIT_USER_ERROR, ConfigError, UserError
 from distillbench.models import create_model
+from distillbench.weights import CheckpointError, load_file, load_model_weights
 
 log = logging.getLogger("distillbench")
 

@@ -11,7 +11,9 @@ A run directory holds:
 
 ``claim_run_dir`` decides, before anything is written, whether this command may use the
 directory: a fresh start needs an empty directory, ``resume=true`` needs the same identity, and
-``overwrite=true`` replaces the old run only once the new config has been built.
+``overwrite=true`` replaces the old run only once the new config has been built. A fresh start in
+a directory that already holds the same identity, finished, is ``FinishedRun``: there is nothing
+to train, and its results stand (the command line reports them instead of failing).
 """
 
 from __future__ import annotations
@@ -228,6 +230,30 @@ class RunLock:
 
 
 # ------------------------------------------------------------------------------ claim
+class FinishedRun(RunDirError):
+    """The run directory already holds this very run (the same identity), finished: nothing is changed.
+
+    Raised instead of starting the run again. Whoever asked for the run may take ``summary`` as its
+    result (the command line does, with one line saying so); to others it is a refusal like any other.
+    """
+
+    def __init__(self, run_dir: Path, identity: str | None):
+        self.run_dir, self.identity = Path(run_dir), identity
+        super().__init__(
+            f"The run directory {self.run_dir} already holds a finished run with this identity ({identity}); "
+            "nothing was changed and its results stand. To train it again pass overwrite=true, or choose another "
+            "seed."
+        )
+
+    @functools.cached_property
+    def summary(self) -> dict[str, Any]:
+        """The finished run's ``summary.json`` (empty where this process cannot read it)."""
+        try:
+            return json.loads((self.run_dir / SUMMARY_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+
 def _state(run_dir: Path) -> dict[str, bool]:
     checkpoints = run_dir / CHECKPOINT_DIR
     return {
@@ -268,10 +294,13 @@ def _check_may_use(plan: RunPlan, resume: bool, overwrite: bool) -> dict | None:
                 "Its results stay; pass overwrite=true to train it again from scratch."
             )
         return record
+    if state["finished"] and record is not None:  # the same identity: checked above
+        raise FinishedRun(run_dir, plan.identity)
     if state["finished"]:
         raise RunDirError(
-            f"The run directory {run_dir} already holds a finished run (see {run_dir / 'summary.json'}). Nothing "
-            "was changed. Choose another seed or name, or pass overwrite=true to replace it."
+            f"The run directory {run_dir} already holds a finished run (see {run_dir / 'summary.json'}) without a "
+            f"run record ({RECORD_FILE}), so whether it is this config's is unknown. Nothing was changed. Choose "
+            "another seed or name, or pass overwrite=true to replace it."
         )
     if state["checkpoint"]:
         raise RunDirError(

@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
-from distillbench.cli import build_trainer, check_experiment_name
+from distillbench.build import build_trainer
+from distillbench.cli import check_experiment_name
 from distillbench.errors import ConfigError, UserError
 from distillbench.models import create_model
-from tests.conftest import compose_config, tiny_run_overrides
+from tests.helpers import compose_config, tiny_run_overrides
 
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:

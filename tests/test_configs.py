@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from distillbench.distillers import Distiller
 from distillbench.models import create_model, list_models
-from tests.conftest import CONFIG_DIR, compose_config
+from tests.helpers import CONFIG_DIR, compose_config
 
 sys.path.insert(0, str(CONFIG_DIR.parent / "scripts"))
 from make_experiments import DISTILLERS, PAIRS  # noqa: E402

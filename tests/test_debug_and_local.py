@@ -9,12 +9,12 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from distillbench.cli import build_trainer
+from distillbench.build import build_trainer
 from distillbench.data import build_cifar100
 from distillbench.data.subset import apply_subset, spread_indices
 from distillbench.identity import identity_fields, identity_hash, variant_name, variant_overrides
 from distillbench.loggers import read_metrics
-from tests.conftest import CONFIG_DIR, compose_config, tiny_run_overrides
+from tests.helpers import CONFIG_DIR, compose_config, tiny_run_overrides
 
 
 def test_debug_fast_trains_one_epoch_on_a_subset_end_to_end(fake_cifar_root, tmp_path):

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from distillbench.data import build_cifar100
-from distillbench.engine.checkpoint import CheckpointError
 from distillbench.engine.evaluation import evaluate
 from distillbench.eval import evaluate_checkpoint, main
 from distillbench.models import create_model
-from tests.conftest import compose_config, tiny_run_overrides
+from distillbench.weights import CheckpointError
+from tests.helpers import compose_config, tiny_run_overrides
 
 
 @pytest.fixture(scope="module")

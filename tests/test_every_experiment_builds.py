@@ -3,7 +3,7 @@
 For each ``configs/experiment/*.yaml`` (enumerated from the folder, so new cells are covered as they
 appear): compose it as the command line would, check the recipe it names (reference speed settings,
 batch size, schedule), then build the models, optimiser, scheduler, distiller and loaders through
-``distillbench.cli.build_trainer`` on generated data in the real on-disk layout, with random-weight
+``distillbench.build.build_trainer`` on generated data in the real on-disk layout, with random-weight
 teacher checkpoints saved as ``{'model': state_dict}``. The scheduler is stepped through every epoch
 and the lr of each epoch compared with the recipe (the config's milestones and gamma, or the cosine
 formula). Then two steps of ``Trainer.steps()`` run with the batch shrunk (after the recipe's batch
@@ -24,11 +24,11 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-import distillbench.cli as cli
-from distillbench.cli import build_trainer
+import distillbench.build as building
+from distillbench.build import build_trainer
 from distillbench.data import write_fake_cifar100
 from distillbench.models import create_model
-from tests.conftest import CONFIG_DIR, compose_config
+from tests.helpers import CONFIG_DIR, compose_config
 
 pytestmark = pytest.mark.slow
 
@@ -155,7 +155,7 @@ def shared_teachers():
     most of a build's time, and every teacher here is the same random-weight file. The first build of each goes
     through the real ``build_teacher``."""
     built: dict[tuple, torch.nn.Module] = {}
-    real = cli.build_teacher
+    real = building.build_teacher
 
     def cached(cfg, num_classes):
         key = (cfg.teacher.arch, num_classes, str(cfg.teacher.checkpoint))
@@ -164,7 +164,7 @@ def shared_teachers():
         return built[key]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "build_teacher", cached)
+        patch.setattr(building, "build_teacher", cached)
         yield
 
 

@@ -10,9 +10,9 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from distillbench.cli import build_loaders
-from distillbench.engine.distributed import DistContext
-from tests.conftest import CONFIG_DIR, compose_config
+from distillbench.build import build_loaders
+from distillbench.runtime.distributed import DistContext
+from tests.helpers import CONFIG_DIR, compose_config
 from tests.test_every_experiment_builds import write_stl10
 
 REFERENCE = {"precision": "float32", "channels_last": False, "fused_optimizer": False, "teacher_cache": False,

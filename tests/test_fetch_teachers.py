@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from distillbench.data import build_cifar100
-from distillbench.engine.checkpoint import load_model_weights
 from distillbench.models import create_model
 from distillbench.teachers import ARCHIVE_NAME, ARCHIVE_URL, DownloadFailed, TeachersError, fetch_teachers
 from distillbench.teachers import fetch as fetch_module
+from distillbench.weights import load_model_weights
 from tests.helpers import CONFIG_DIR, compose_config
 
 REPO = CONFIG_DIR.parent

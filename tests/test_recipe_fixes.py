@@ -11,15 +11,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from distillbench.cli import build_loaders, build_trainer
+from distillbench.build import build_loaders, build_trainer
 from distillbench.data import write_fake_cifar100
 from distillbench.data.loaders import last_batch_dropped
 from distillbench.distillers import KD, Combined
 from distillbench.distillers.rkd import RKD
-from distillbench.engine.distributed import DistContext
 from distillbench.models import create_model
-from tests.conftest import compose_config, tiny_run_overrides
+from distillbench.runtime.distributed import DistContext
 from tests.distillers.test_crcd import probe, step_batch, tiny_pair
+from tests.helpers import compose_config, tiny_run_overrides
 from tests.test_every_experiment_builds import write_image_folder, write_stl10
 
 CPU = torch.device("cpu")

@@ -25,7 +25,7 @@ from distillbench.identity import (
     variant_name,
     variant_overrides,
 )
-from tests.conftest import compose_config, tiny_run_overrides
+from tests.helpers import compose_config, tiny_run_overrides
 
 RESOLVED = {"trainer.precision": "float32", "trainer.channels_last": False, "dataset.loader": "torch"}
 

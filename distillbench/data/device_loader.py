@@ -31,7 +31,7 @@ from torchvision import transforms as T
 from distillbench.data.instance import InstanceDataset
 from distillbench.data.sampling import EpochLoader, EpochShuffleSampler
 from distillbench.data.transforms import UInt8ToNormalized
-from distillbench.engine.seeding import epoch_seed
+from distillbench.runtime.seeding import epoch_seed
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 

@@ -16,7 +16,7 @@ import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from distillbench.engine.seeding import epoch_seed
+from distillbench.runtime.seeding import epoch_seed
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -8,6 +8,7 @@ import logging
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from distillbench.batching import global_batch_size
 from distillbench.data.sampling import EpochSeededDataset, EpochShuffleSampler
 
 log = logging.getLogger("distillbench")
@@ -19,7 +20,7 @@ def last_batch_dropped(num_samples: int, batch_size: int, *, world_size: int = 1
     partial batch: when the recipe says so (``drop_last``), or when some rank's share of it would hold fewer than
     ``min_batch_size`` samples (a method that relates the samples of a batch to each other cannot use it). The
     second case is logged, naming ``needed_by``."""
-    global_batch = batch_size * world_size
+    global_batch = global_batch_size(batch_size, world_size)
     tail = num_samples % global_batch
     if drop_last or tail == 0:
         return drop_last

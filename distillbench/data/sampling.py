@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from distillbench.engine.seeding import epoch_seed
+from distillbench.batching import global_batch_size
+from distillbench.runtime.seeding import epoch_seed
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -33,7 +34,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.global_batch = batch_size * world_size
+        self.global_batch = global_batch_size(batch_size, world_size)
         self.shuffle = shuffle
         self.epoch = 1
         self.skip = 0
@@ -127,7 +128,7 @@ class EpochLoader:
 
     @property
     def global_batch_size(self) -> int:
-        return self.batch_size * self.world_size
+        return global_batch_size(self.batch_size, self.world_size)
 
     def __len__(self) -> int:
         remaining, step = len(self.dataset) - self.skip, self.global_batch_size

@@ -7,26 +7,13 @@ trainer adds to the weighted cross-entropy and logs one by one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from distillbench.models.outputs import ModelOutput
+from distillbench.types import Batch
 
-
-@dataclass
-class Batch:
-    """One training batch: images, labels and each sample's index in the training set.
-
-    ``view`` numbers each sample's crop-and-flip view when the loader knows it (the device
-    loader); the teacher-output cache is indexed by (index, view).
-    """
-
-    images: Tensor
-    labels: Tensor
-    index: Tensor
-    view: Tensor | None = None
+__all__ = ["Batch", "Distiller"]
 
 
 class Distiller(nn.Module):
@@ -87,6 +74,20 @@ class Distiller(nn.Module):
 
     def extra_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def defer_state_updates(self) -> None:
+        """From now on, state written during a forward (memory-bank rows) waits for ``apply_state_updates``.
+
+        The trainer calls this before its steps and ``apply_state_updates`` after each optimiser step: the
+        same numbers as updating inside the forward, without overwriting what the backward still reads."""
+        for module in self.modules():
+            if hasattr(module, "apply_pending_updates"):
+                module.defer_updates = True
+
+    def apply_state_updates(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "apply_pending_updates"):
+                module.apply_pending_updates()
 
 
 def as_float32(t: Tensor) -> Tensor:

@@ -27,9 +27,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from distillbench.engine import distributed
-from distillbench.engine.seeding import epoch_seed
 from distillbench.errors import ConfigError
+from distillbench.runtime import distributed
+from distillbench.runtime.seeding import epoch_seed
 
 GENERATOR_EPOCH = "generator_epoch"
 GENERATOR_STATE = "generator_state"
@@ -62,6 +62,11 @@ class MemoryBank(nn.Module):
             bank = bank / bank.pow(2).sum(1, keepdim=True).sqrt()
         self.register_buffer("bank", bank)
         self.register_buffer("z", torch.tensor(Z_UNSET))
+        # With deferred updates (the trainer's steps) the rows written in a forward are applied after the
+        # optimiser step, so the bank the backward reads is never overwritten in place before it: no
+        # per-step snapshot of the bank, and one compiled program for the whole step stays exact.
+        self.defer_updates = False
+        self._pending: list[tuple[Tensor, Tensor]] = []
 
     @property
     def num_samples(self) -> int:
@@ -78,7 +83,7 @@ class MemoryBank(nn.Module):
         records it.
         """
         bank = self.bank
-        if anchor.requires_grad and torch.is_grad_enabled():
+        if anchor.requires_grad and torch.is_grad_enabled() and not self.defer_updates:
             bank = bank.clone()
         with torch.autocast(device_type=anchor.device.type, enabled=False):
             scores = anchor.to(bank.dtype) @ bank.t()
@@ -111,13 +116,25 @@ class MemoryBank(nn.Module):
         """rows[index] <- L2-normalise(momentum * rows[index] + (1 - momentum) * values), no eps.
 
         On several ranks the whole global batch is applied, so every rank keeps the same bank.
+        With ``defer_updates`` the rows wait for ``apply_pending_updates`` (after the step).
         """
+        if self.defer_updates:
+            self._pending.append((index, values.detach()))
+            return
         counts = distributed.row_counts(index.shape[0], index.device)
         index, values = distributed.gather_rows(index, counts), distributed.gather_rows(values, counts)
         rows = self.bank.index_select(0, index) * self.momentum + values.detach().to(self.bank.dtype) * (
             1 - self.momentum
         )
         self.bank.index_copy_(0, index, rows / rows.pow(2).sum(1, keepdim=True).sqrt())
+
+    def apply_pending_updates(self) -> None:
+        pending, self._pending, self.defer_updates = self._pending, [], False
+        try:
+            for index, values in pending:
+                self.update(index, values)
+        finally:
+            self.defer_updates = True
 
 
 class ContrastMemory(nn.Module):

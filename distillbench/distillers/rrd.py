@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 from distillbench.distillers.base import Batch, Distiller, as_float32
 from distillbench.distillers.memory import SAMPLING_MODES, build_contrast_memory
-from distillbench.engine import distributed
 from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput
+from distillbench.runtime import distributed
 
 # When the FIFO variant adds the current batch's teacher keys to the queue: after scoring it
 # (2024 code, the published table) or before (2025 code, so each row finds its own key).

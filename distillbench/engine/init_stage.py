@@ -4,27 +4,28 @@ For ``init_epochs`` epochs only the modules the distiller names are trained, wit
 SGD at a constant lr, on the distiller's ``init_loss``; the student network itself is kept
 in eval mode except for modules the distiller hands over (AB and FSP train the student's
 feature stages). This is the reference two-stage procedure; afterwards the main stage starts
-with a fresh optimiser.
+with a fresh optimiser. Each batch goes through the same ``Step`` as the main loop.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from distillbench.data.sampling import start_epoch
-from distillbench.distillers.base import Batch, Distiller
-from distillbench.engine import distributed
 from distillbench.engine.metrics import EpochMeter
-from distillbench.engine.seeding import epoch_seed
+from distillbench.engine.step import InitObjective, Step
 from distillbench.errors import DivergenceError
-from distillbench.models.outputs import forward_features, frozen_forward
+from distillbench.runtime.seeding import epoch_seed
+from distillbench.types import Batch
+
+if TYPE_CHECKING:
+    from distillbench.engine.trainer import Trainer
 
 
 def init_epoch_id(epoch: int) -> int:
@@ -33,39 +34,26 @@ def init_epoch_id(epoch: int) -> int:
 
 
 class InitStage:
-    def __init__(self, *, model: nn.Module, teacher: nn.Module, distiller: Distiller, loader: DataLoader,
-                 device: torch.device, optimizer: Optimizer, seed: int, progress: bool = True):
-        self.model = model
-        self.teacher = teacher
-        self.distiller = distiller
-        self.loader = loader
-        self.device = device
-        self.optimizer = optimizer
-        self.seed = seed
-        self.progress = progress
+    def __init__(self, *, trainer: Trainer, optimizer: Optimizer):
+        self.trainer = trainer
+        self.trained = trainer.distiller.init_modules(trainer.model)
+        objective = InitObjective(model=trainer.model, teacher=trainer.teacher, distiller=trainer.distiller)
+        self.step = Step(objective, optimizer, self.trained.parameters)
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One init epoch; returns the mean of each init loss term and the epoch time."""
+        trainer = self.trainer
         start = time.perf_counter()
-        torch.manual_seed(epoch_seed(self.seed, init_epoch_id(epoch)))
-        start_epoch(self.loader, init_epoch_id(epoch))
-        self.model.eval()
-        trained = self.distiller.init_modules(self.model)
-        trained.train()
-        meter = EpochMeter(self.device)
-        preact = self.distiller.preact
-        for images, labels, index, *_ in tqdm(self.loader, desc=f"init {epoch}/{self.distiller.init_epochs}",
-                                          leave=False, disable=not self.progress, dynamic_ncols=True):
-            batch = Batch(images.to(self.device), labels.to(self.device), index.to(self.device))
-            teacher_out = frozen_forward(self.teacher, batch.images, preact=preact)
-            student_out = forward_features(self.model, batch.images, preact=preact)
-            terms = self.distiller.init_loss(student_out, teacher_out, batch)
-            loss = torch.stack([t.float() for t in terms.values()]).sum()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(trained.parameters())
-            self.optimizer.step()
-            meter.add({f"init/loss_{k}": v for k, v in terms.items()}, len(batch.labels))
+        torch.manual_seed(epoch_seed(trainer.seed, init_epoch_id(epoch)))
+        start_epoch(trainer.train_loader, init_epoch_id(epoch))
+        trainer.model.eval()
+        self.trained.train()
+        meter = EpochMeter(trainer.device)
+        for step, item in enumerate(trainer.train_loader, start=1):
+            batch = Batch.from_loader(item, trainer.device)
+            out = self.step(batch, epoch)
+            meter.add({f"init/loss_{k}": v for k, v in out.terms.items()}, len(batch.labels))
+            trainer.emit("on_init_step_end", epoch, step, out)
         averages = meter.averages()
         for name, value in averages.items():
             if not torch.isfinite(torch.tensor(value)):

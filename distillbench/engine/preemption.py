@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from distillbench.engine import distributed
+from distillbench.runtime import distributed
 
 # SIGUSR2 is what submitit asks SLURM to send before a time limit or a preemption.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)

@@ -11,7 +11,9 @@ and how far results may move, is measured by ``scripts/bench.py`` and the parity
   optimiser state, BN statistics and every loss term stay float32. The teacher runs in float32.
 * ``channels_last``: NHWC strides for both networks and the batches (faster convolutions).
 * ``compile``: ``torch.compile`` of the student and the teacher forward (``reduce-overhead``
-  adds CUDA graphs).
+  adds CUDA graphs). With ``compile_scope=step`` the whole training step is compiled as one unit
+  instead (forwards, every loss term, backward through compiled autograd, the optimiser step and the
+  memory updates), which leaves the fewest host launches per step (``scripts/bench.py --count-ops``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from distillbench.errors import ConfigError
 
 PRECISIONS = ("float32", "bf16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_SCOPES = ("models", "step")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,12 @@ class SpeedOptions:
     channels_last: bool = False
     compile_mode: str | None = None
     compile_backend: str = "inductor"
+    compile_scope: str = "models"
+
+    @property
+    def whole_step(self) -> bool:
+        """The training step is compiled as one unit (and the models are not compiled on their own)."""
+        return self.compile_mode is not None and self.compile_scope == "step"
 
     @classmethod
     def resolve(
@@ -43,6 +52,7 @@ class SpeedOptions:
         channels_last: bool | str = False,
         compile: bool | str | None = False,  # noqa: A002 - the config key's name
         compile_backend: str = "inductor",
+        compile_scope: str = "models",
     ) -> SpeedOptions:
         """Turn config values (``auto`` allowed) into settings for ``device``; bad values are ConfigErrors."""
         on_gpu = device.type == "cuda"
@@ -64,7 +74,11 @@ class SpeedOptions:
             raise ConfigError(
                 f"trainer.compile must be false, true or one of {', '.join(COMPILE_MODES)}, got '{compile}'."
             )
-        return cls(precision, channels_last, mode, compile_backend)
+        if compile_scope not in COMPILE_SCOPES:
+            raise ConfigError(
+                f"trainer.compile_scope must be one of {', '.join(COMPILE_SCOPES)}, got '{compile_scope}'."
+            )
+        return cls(precision, channels_last, mode, compile_backend, compile_scope)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """bf16 autocast for the student and the distiller, or nothing."""
@@ -83,7 +97,7 @@ class SpeedOptions:
 
     def compiled(self, model: nn.Module) -> nn.Module:
         """``model`` compiled as asked; the original module keeps the weights and the state_dict keys."""
-        if self.compile_mode is None:
+        if self.compile_mode is None or self.whole_step:
             return model
         return torch.compile(model, mode=self.compile_mode, backend=self.compile_backend)
 

@@ -22,6 +22,8 @@ class RunInfo:
     identity: str | None = None
     group: str | None = None
     variant: str = "default"
+    # Its name among the experiment's jobs (the quickstart's teacher, vanilla, kd); None for a single run.
+    job: str | None = None
 
 
 class RunLogger:

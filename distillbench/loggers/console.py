@@ -18,6 +18,8 @@ class ConsoleLogger(RunLogger):
 
     def start(self, info: RunInfo, resume_state: dict | None = None) -> None:
         self.epochs = info.config.get("trainer", {}).get("epochs", "?")
+        # The split the test/* metrics were scored on: "holdout" (tuning on held-out training images) or "test".
+        self.eval_split = info.tags.get("eval_split", "test")
         log.info(self.prefix + "run %s (%s, seed %d) -> %s", info.name, info.job_type, info.seed, info.run_dir)
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
@@ -25,9 +27,10 @@ class ConsoleLogger(RunLogger):
             f"{k.removeprefix('train/loss_')}={v:.4f}" for k, v in metrics.items() if k.startswith("train/loss_")
         )
         log.info(
-            self.prefix + "epoch %d/%s lr=%.4g %s train_acc1=%.2f test_acc1=%.2f test_acc5=%.2f %.1fs %.0f img/s",
-            metrics["epoch"], self.epochs, metrics["lr"], losses, metrics["train/acc1"], metrics["test/acc1"],
-            metrics["test/acc5"], metrics["time/epoch_s"], metrics["time/images_per_s"],
+            self.prefix + "epoch %d/%s lr=%.4g %s train_acc1=%.2f %s_acc1=%.2f %s_acc5=%.2f %.1fs %.0f img/s",
+            metrics["epoch"], self.epochs, metrics["lr"], losses, metrics["train/acc1"], self.eval_split,
+            metrics["test/acc1"], self.eval_split, metrics["test/acc5"], metrics["time/epoch_s"],
+            metrics["time/images_per_s"],
         )
 
     def log_init_epoch(self, metrics: dict[str, float]) -> None:
@@ -37,6 +40,6 @@ class ConsoleLogger(RunLogger):
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         log.info(
-            self.prefix + "finished: acc1_last=%.2f acc1_best=%.2f (epoch %d)",
-            summary["acc1_last"], summary["acc1_best"], summary["best_epoch"],
+            self.prefix + "finished: acc1_last=%.2f acc1_best=%.2f (epoch %d) on the %s split",
+            summary["acc1_last"], summary["acc1_best"], summary["best_epoch"], self.eval_split,
         )

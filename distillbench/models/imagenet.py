@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from functools import partial
 from typing import Any
 
-import timm
-from timm.models import create_feature_extractor as timm_feature_extractor
 from torch import Tensor, nn
 from torchvision.models import (
     ResNet18_Weights,
@@ -140,6 +138,9 @@ def imagenet_mobilenetv1(num_classes: int = 1000, pretrained: bool = False) -> F
             "and trains from scratch. Pass student.checkpoint=/path/to/weights.pth to start from a "
             "saved state dict."
         )
+    import timm  # here, not at the top: importing a model or a loss should not load timm (seconds)
+    from timm.models import create_feature_extractor as timm_feature_extractor
+
     model = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=num_classes, act_layer="relu")
     return FeatureTap(
         model,

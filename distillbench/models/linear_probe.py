@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distillbench.engine.checkpoint import load_model_weights
 from distillbench.models.outputs import probe_shapes
 from distillbench.models.registry import create_model
+from distillbench.weights import load_model_weights
 
 
 class LinearProbe(nn.Module):

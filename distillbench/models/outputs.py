@@ -40,14 +40,13 @@ def forward_features(model: nn.Module, x: Tensor, preact: bool = False) -> Model
 
 
 def frozen_forward(model: nn.Module, x: Tensor, preact: bool = False) -> ModelOutput:
-    """A frozen teacher's outputs, computed under inference mode.
+    """A frozen teacher's outputs, computed without autograd.
 
-    Inference tensors cannot be saved for backward, and every loss keeps the teacher's outputs
-    as targets, so ordinary copies are returned.
+    ``no_grad`` rather than ``inference_mode``: every loss keeps the teacher's outputs as targets, and
+    inference tensors cannot be saved for backward, so they would need a copy of every map each step.
     """
-    with torch.inference_mode():
-        out = forward_features(model, x, preact=preact)
-    return ModelOutput(out.logits.clone(), [f.clone() for f in out.feats])
+    with torch.no_grad():
+        return forward_features(model, x, preact=preact)
 
 
 @torch.no_grad()

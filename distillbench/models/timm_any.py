@@ -8,7 +8,6 @@ last, and logits. State-dict keys are timm's own, so timm checkpoints load uncha
 
 from __future__ import annotations
 
-import timm
 from torch import Tensor, nn
 
 from distillbench.errors import ConfigError
@@ -39,6 +38,8 @@ class TimmTap(nn.Module):
 
 def create_timm_model(name: str, num_classes: int = 1000, pretrained: bool = False) -> TimmTap:
     """``name`` is ``timm/<timm model name>``; ``pretrained`` loads timm's released weights (downloaded)."""
+    import timm  # here, not at the top: only a timm model needs timm (seconds to import)
+
     model_name = name.removeprefix(PREFIX)
     if not timm.is_model(model_name):
         raise ConfigError(

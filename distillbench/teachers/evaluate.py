@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from distillbench.data import build_cifar100
-from distillbench.engine.checkpoint import load_model_weights
 from distillbench.engine.evaluation import evaluate
 from distillbench.models import create_model
+from distillbench.weights import load_model_weights
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 NUM_CLASSES = 100

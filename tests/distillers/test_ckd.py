@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from distillbench.distillers import Batch
 from distillbench.distillers.ckd import CKD, ckd_loss
 from distillbench.models import ModelOutput
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 C = 10
 

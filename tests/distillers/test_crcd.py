@@ -31,7 +31,7 @@ from distillbench.distillers.base import Batch
 from distillbench.distillers.crcd import CRCD, RelationContrast
 from distillbench.errors import ConfigError
 from distillbench.models import ModelOutput
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 B, N, K, D, S_DIM, T_DIM, CLASSES = 4, 20, 6, 8, 6, 10, 7
 

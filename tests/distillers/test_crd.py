@@ -17,7 +17,7 @@ import torch
 from distillbench.distillers.base import Batch
 from distillbench.distillers.crd import CRD, nce_loss
 from distillbench.models import ModelOutput
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 B, N, K, D, S_DIM, T_DIM = 4, 20, 6, 8, 6, 10
 

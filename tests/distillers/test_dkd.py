@@ -15,7 +15,7 @@ import torch
 from distillbench.distillers import Batch
 from distillbench.distillers.dkd import DKD, dkd_loss, nckd_loss, tckd_loss
 from distillbench.models import ModelOutput
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 B, C = 6, 10
 LABELS = torch.tensor([3, 0, 7, 2, 9, 5])

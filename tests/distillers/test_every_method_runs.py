@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from distillbench.cli import run_job
 from distillbench.data import write_fake_cifar100
+from distillbench.jobs import run_job
 from distillbench.loggers import read_metrics
 from distillbench.models import create_model
-from tests.conftest import CONFIG_DIR, compose_config, tiny_run_overrides
+from tests.helpers import CONFIG_DIR, compose_config, tiny_run_overrides
 
 METHODS = sorted(p.stem for p in (CONFIG_DIR / "distiller").glob("*.yaml") if p.stem != "none")
 # Small stand-ins for resnet56 -> resnet20 and vgg13 -> MobileNetV2 of the tables.

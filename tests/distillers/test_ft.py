@@ -32,7 +32,7 @@ from distillbench.distillers.ft import FT, Paraphraser, factor_loss
 from distillbench.engine.init_stage import make_init_optimizer
 from distillbench.errors import ConfigError
 from distillbench.models import ModelOutput, create_model
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 TEACHER_INIT_SHAPE = (2, 6, 4, 4)
 REF_INIT_LOSS = 562.2755694604117

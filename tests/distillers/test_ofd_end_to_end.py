@@ -9,9 +9,9 @@ import math
 
 import torch
 
-from distillbench.cli import build_trainer
+from distillbench.build import build_trainer
 from distillbench.models import create_model
-from tests.conftest import compose_config, tiny_run_overrides
+from tests.helpers import compose_config, tiny_run_overrides
 
 
 def test_ofd_experiment_trains_two_steps(fake_cifar_root, tmp_path):

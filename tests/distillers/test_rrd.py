@@ -31,7 +31,7 @@ from distillbench.distillers.combined import Combined
 from distillbench.distillers.rrd import RRD, RRDMomentum, relational_loss
 from distillbench.errors import ConfigError
 from distillbench.models import ModelOutput
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 B, D, S_DIM, T_DIM, K = 4, 8, 6, 10, 8
 N, NEGATIVES = 20, 6

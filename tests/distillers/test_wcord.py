@@ -30,7 +30,7 @@ from distillbench.distillers.base import Batch
 from distillbench.distillers.crd import CRD
 from distillbench.distillers.wcord import WCoRD, cost_matrix, ipot_plan, sinkhorn_plan, transport_plan
 from distillbench.models import ModelOutput
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 B, N, K, D, S_DIM, T_DIM = 4, 20, 6, 8, 6, 10
 

@@ -13,14 +13,9 @@ import pytest
 import torch
 from torch.torch_version import TorchVersion
 
-from distillbench.engine.checkpoint import (
-    CheckpointError,
-    load_file,
-    load_model_weights,
-    load_training_checkpoint,
-    save_training_checkpoint,
-)
+from distillbench.engine.checkpoint import load_training_checkpoint, save_training_checkpoint
 from distillbench.models import create_model
+from distillbench.weights import CheckpointError, load_file, load_model_weights
 
 LAYOUTS = json.loads((Path(__file__).parents[1] / "models" / "data" / "repdistiller_b84f547_layouts.json").read_text())
 

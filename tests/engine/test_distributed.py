@@ -18,11 +18,11 @@ import torch.multiprocessing as mp
 from distillbench.data.sampling import EpochShuffleSampler
 from distillbench.distillers.memory import build_contrast_memory
 from distillbench.distillers.rrd import RRD
-from distillbench.engine.distributed import gather_batch
 from distillbench.errors import ConfigError
 from distillbench.loggers import read_metrics
 from distillbench.models import create_model
 from distillbench.models.outputs import ModelOutput
+from distillbench.runtime.distributed import gather_batch
 
 WORLD = 2
 
@@ -126,11 +126,19 @@ def crd_runs(fake_cifar_root, tmp_path_factory):
 
 
 def test_when_rank_0_refuses_the_run_directory_every_rank_stops_at_once(crd_runs) -> None:
-    result = run_cli(crd_runs["args"], crd_runs[WORLD], WORLD)  # the finished run, without overwrite=true
+    # The finished run again: rank 0 reports it, and every rank ends without training.
+    summary = (crd_runs[WORLD] / "summary.json").read_text()
+    result = run_cli(crd_runs["args"], crd_runs[WORLD], WORLD)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Reusing the finished run" in output and "epoch 1/1" not in output
+    assert (crd_runs[WORLD] / "summary.json").read_text() == summary
+    # Another identity in its directory: rank 0 refuses it, and rank 1 stops too instead of waiting for it.
+    result = run_cli([*crd_runs["args"], "optim.lr=0.2"], crd_runs[WORLD], WORLD)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "already holds a finished run" in output  # rank 0's paragraph
-    assert "Rank 0 could not take the run directory" in output  # rank 1 stops too, instead of waiting for it
+    assert "optim.lr: 0.05 -> 0.2" in output  # rank 0's paragraph
+    assert "Rank 0 could not take the run directory" in output
 
 
 def test_two_rank_run_matches_the_single_process_run(crd_runs) -> None:
@@ -145,7 +153,7 @@ def test_two_rank_run_matches_the_single_process_run(crd_runs) -> None:
 
 
 def test_batch_sizes_that_do_not_split_are_config_errors() -> None:
-    from distillbench.cli import per_rank_batch
+    from distillbench.batching import per_rank_batch
 
     assert per_rank_batch(64, 50_000, 2) == 32
     with pytest.raises(ConfigError, match="split evenly"):
@@ -155,7 +163,7 @@ def test_batch_sizes_that_do_not_split_are_config_errors() -> None:
 
 
 def test_process_group_settings_come_from_torchrun_or_slurm(monkeypatch) -> None:
-    from distillbench.engine.distributed import launcher_environment
+    from distillbench.runtime.distributed import launcher_environment
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID"):
         monkeypatch.delenv(name, raising=False)
@@ -175,7 +183,7 @@ def test_process_group_settings_come_from_torchrun_or_slurm(monkeypatch) -> None
 def test_slurm_launcher_gives_one_task_per_gpu() -> None:
     from hydra import compose, initialize_config_dir
 
-    from tests.conftest import CONFIG_DIR
+    from tests.helpers import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["hydra/launcher=slurm_gpus", "hydra.launcher.gpus_per_node=4"],
@@ -186,9 +194,10 @@ def test_slurm_launcher_gives_one_task_per_gpu() -> None:
 
 
 def test_a_requeued_slurm_job_resumes_its_run(fake_cifar_root, tmp_path, monkeypatch) -> None:
-    from distillbench.cli import build_trainer, run_job
+    from distillbench.build import build_trainer
     from distillbench.errors import RunDirError
-    from tests.conftest import compose_config, tiny_run_overrides
+    from distillbench.jobs import run_job
+    from tests.helpers import compose_config, tiny_run_overrides
 
     overrides = ["distiller=none", "student=resnet8", "trainer.epochs=2",
                  *tiny_run_overrides(fake_cifar_root, tmp_path)]

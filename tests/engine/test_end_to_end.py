@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from distillbench.cli import run_job
-from distillbench.engine.checkpoint import load_file
 from distillbench.engine.trainer import Trainer
 from distillbench.errors import ConfigError, RunDirError
+from distillbench.jobs import run_job
 from distillbench.loggers import read_metrics
-from tests.conftest import compose_config, tiny_run_overrides
+from distillbench.weights import load_file
+from tests.helpers import KillAt, compose_config, tiny_run_overrides
 
 EPOCH_KEYS = {
     "epoch", "lr", "train/loss", "train/loss_ce", "train/acc1", "test/acc1", "test/acc5", "test/loss",
@@ -69,23 +69,14 @@ def test_two_epoch_kd_run_records_everything(fake_cifar_root, teacher_checkpoint
     assert (run_dir / "config.yaml").exists()
 
 
-def test_resume_after_epoch_one_equals_an_uninterrupted_run(fake_cifar_root, teacher_checkpoint, tmp_path,
-                                                             monkeypatch):
+def test_resume_after_epoch_one_equals_an_uninterrupted_run(fake_cifar_root, teacher_checkpoint, tmp_path):
     straight_dir = tmp_path / "straight"
     straight = run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, straight_dir), straight_dir)
 
     interrupted_dir = tmp_path / "interrupted"
-    original = Trainer._run_epoch
-
-    def crash_in_epoch_two(self, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt("simulated kill")
-        yield from original(self, epoch, *args)
-
-    monkeypatch.setattr(Trainer, "_run_epoch", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, interrupted_dir), interrupted_dir)
-    monkeypatch.setattr(Trainer, "_run_epoch", original)
+        run_job(kd_config(fake_cifar_root, tmp_path, teacher_checkpoint, interrupted_dir), interrupted_dir,
+                callbacks=[KillAt("on_epoch_start", 2)])
     assert not (interrupted_dir / "summary.json").exists()
 
     with pytest.raises(RunDirError, match="resume=true"):

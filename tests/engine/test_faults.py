@@ -18,7 +18,7 @@ import torch
 
 from distillbench.data import write_fake_cifar100
 from distillbench.loggers import read_metrics
-from tests.conftest import tiny_run_overrides
+from tests.helpers import tiny_run_overrides
 
 TIMING_KEYS = ("time/epoch_s", "time/images_per_s")
 

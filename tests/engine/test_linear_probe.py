@@ -14,14 +14,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from distillbench.cli import run_job
-from distillbench.engine.checkpoint import CheckpointError, load_file
 from distillbench.errors import ConfigError
+from distillbench.jobs import run_job
 from distillbench.loggers import read_metrics
 from distillbench.models import create_model
 from distillbench.models.linear_probe import LinearProbe, build_linear_probe
 from distillbench.reporting.runs import record_from_summary
-from tests.conftest import CONFIG_DIR, compose_config, tiny_run_overrides
+from distillbench.weights import CheckpointError, load_file
+from tests.helpers import CONFIG_DIR, compose_config, tiny_run_overrides
 
 TRANSFER_EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("transfer_*.yaml"))
 

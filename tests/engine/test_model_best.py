@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import distillbench.engine.trainer as trainer_module
-from distillbench.cli import build_trainer, run_job
+from distillbench.build import build_trainer
+from distillbench.jobs import run_job
 from distillbench.loggers import read_metrics
-from tests.conftest import compose_config, tiny_run_overrides
+from tests.helpers import compose_config, tiny_run_overrides
 
 # Test top-1 per epoch, scripted so that the best epoch (2) comes before the interruption (inside epoch 3).
 SCRIPTED_ACC1 = {1: 10.0, 2: 30.0, 3: 20.0}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from distillbench import faults
-from distillbench.cli import build_trainer, run_job
+from distillbench.build import build_trainer
 from distillbench.engine.checkpoint import (
     LAST,
     PREVIOUS,
@@ -22,8 +22,9 @@ from distillbench.engine.checkpoint import (
     save_training_checkpoint,
 )
 from distillbench.errors import DivergenceError, RunDirError
+from distillbench.jobs import run_job
 from distillbench.loggers import read_metrics
-from tests.conftest import compose_config, tiny_run_overrides
+from tests.helpers import compose_config, tiny_run_overrides
 
 
 class SimulatedCrash(BaseException):

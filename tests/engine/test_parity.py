@@ -32,7 +32,7 @@ from distillbench.engine.speed import SpeedOptions
 from distillbench.engine.trainer import Trainer
 from distillbench.loggers import LoggerGroup, RunInfo
 from distillbench.models import create_model
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 STEPS, BATCH, CLASSES = 50, 16, 10
 FLOAT32_EARLY_STEPS, FLOAT32_EARLY_TOLERANCE = 10, 1e-6

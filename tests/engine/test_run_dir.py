@@ -17,6 +17,7 @@ from distillbench.rundir import (
     LOCK_FILE,
     RECORD_FILE,
     SESSIONS_FILE,
+    FinishedRun,
     RunLock,
     RunPlan,
     claim_run_dir,
@@ -137,3 +138,17 @@ def test_a_stale_lock_of_a_dead_process_is_explained_and_taken_over(tmp_path, ca
     assert "stale lock" in caplog.text and "pid 4242 on node7" in caplog.text
     assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_a_finished_run_of_the_same_identity_is_reported_and_another_identity_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    claim_run_dir(plan(run_dir), resume=False, overwrite=False).release()
+    (run_dir / "summary.json").write_text('{"acc1_last": 71.5}')
+    before = snapshot(run_dir)
+    with pytest.raises(FinishedRun) as done:
+        claim_run_dir(plan(run_dir, workers=0), resume=False, overwrite=False)  # workers do not change the result
+    assert done.value.summary == {"acc1_last": 71.5} and done.value.identity == plan(run_dir).identity
+    assert "overwrite=true" in str(done.value) and "another seed" in str(done.value)
+    with pytest.raises(ResumeMismatchError, match="optim.lr: 0.1 -> 0.2"):
+        claim_run_dir(plan(run_dir, lr=0.2), resume=False, overwrite=False)
+    assert snapshot(run_dir) == before

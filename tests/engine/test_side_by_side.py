@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distillbench.cli import build_trainer, run_job, run_side_by_side
+from distillbench.build import build_trainer
 from distillbench.engine.side_by_side import fit_side_by_side
 from distillbench.engine.trainer import DivergenceError
+from distillbench.jobs import run_job, run_side_by_side
 from distillbench.loggers import read_metrics
 from distillbench.models import create_model
-from tests.conftest import compose_config, tiny_run_overrides
+from tests.helpers import compose_config, tiny_run_overrides
 
 
 @pytest.fixture(scope="module")

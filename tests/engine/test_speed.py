@@ -6,13 +6,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from distillbench.cli import teacher_cache_dir
+from distillbench.build import teacher_cache_dir
 from distillbench.distillers import KD
 from distillbench.engine.speed import SpeedOptions, use_fused_optimizer
 from distillbench.errors import ConfigError
 from distillbench.models import create_model
-from tests.conftest import compose_config
 from tests.engine.test_trainer import make_trainer
+from tests.helpers import compose_config
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 

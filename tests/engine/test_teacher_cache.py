@@ -24,8 +24,8 @@ from distillbench.engine.teacher_cache import (
 )
 from distillbench.models import create_model
 from distillbench.models.outputs import ModelOutput, forward_features, probe_shapes
-from tests.conftest import CONFIG_DIR, compose_config
 from tests.distillers.test_every_method_runs import METHOD_OVERRIDES
+from tests.helpers import CONFIG_DIR, compose_config
 
 
 def loader(n: int = 6, batch_size: int = 4, seed: int = 0) -> DeviceLoader:

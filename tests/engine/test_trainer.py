@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import distillbench.engine.trainer as trainer_module
+import distillbench.engine.networks as networks_module
 from distillbench.data.instance import InstanceDataset
 from distillbench.data.loaders import make_loaders
 from distillbench.data.transforms import test_transform
@@ -19,6 +19,7 @@ from distillbench.engine.trainer import DivergenceError, Trainer
 from distillbench.errors import ConfigError
 from distillbench.loggers import FileLogger, LoggerGroup, RunInfo, read_metrics
 from distillbench.models import create_model
+from tests.helpers import KillAt
 
 
 def tiny_loaders(n: int = 48, num_classes: int = 4):
@@ -113,7 +114,7 @@ class RefusesThePair(Distiller):
 
 def test_an_incompatible_pair_fails_before_the_teacher_is_evaluated(tmp_path, monkeypatch):
     evaluated = []
-    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: evaluated.append(1) or {"acc1": 0.0})
+    monkeypatch.setattr(networks_module, "evaluate", lambda *a, **k: evaluated.append(1) or {"acc1": 0.0})
     trainer = make_trainer(tmp_path, teacher=create_model("resnet8", num_classes=4), distiller=RefusesThePair())
     with pytest.raises(ConfigError, match="cannot work"):
         trainer.fit()
@@ -181,7 +182,7 @@ def test_a_nan_in_the_init_stage_is_a_divergence_error_naming_the_term(tmp_path)
         trainer.fit()
 
 
-def test_resume_inside_the_init_stage_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_inside_the_init_stage_equals_an_uninterrupted_run(tmp_path):
     def run(run_dir, **kwargs):
         torch.manual_seed(0)
         model = create_model("resnet8", num_classes=4)
@@ -192,17 +193,8 @@ def test_resume_inside_the_init_stage_equals_an_uninterrupted_run(tmp_path, monk
 
     straight, straight_model = run(tmp_path / "a")
 
-    original = trainer_module.InitStage.run_epoch
-
-    def crash_in_second_init_epoch(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(trainer_module.InitStage, "run_epoch", crash_in_second_init_epoch)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b")
-    monkeypatch.setattr(trainer_module.InitStage, "run_epoch", original)
+        run(tmp_path / "b", callbacks=[KillAt("on_init_epoch_start", 2)])
     resumed, resumed_model = run(tmp_path / "b", resume=True)
 
     assert resumed["acc1_last"] == straight["acc1_last"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import wandb
 
 from distillbench.loggers import FileLogger, LoggerGroup, RunInfo, WandbLogger, read_metrics
-from distillbench.loggers.wandb_logger import resolve_mode
+from distillbench.loggers.wandb_logger import offline_notice, resolve_mode, why_offline
 
 
 def info(tmp_path) -> RunInfo:
@@ -52,8 +53,9 @@ def test_auto_mode_is_offline_without_a_key_and_online_with_one(tmp_path, monkey
     assert resolve_mode("offline") == "offline"  # an explicit config value wins
 
 
-def test_wandb_gets_config_group_job_type_tags_and_epoch_step(tmp_path, monkeypatch):
+def test_wandb_gets_config_group_job_type_tags_and_epoch_step(tmp_path, monkeypatch, caplog, capfd):
     monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.chdir(tmp_path)
     calls = {}
     real_init = wandb.init
 
@@ -62,15 +64,17 @@ def test_wandb_gets_config_group_job_type_tags_and_epoch_step(tmp_path, monkeypa
         return real_init(**kwargs)
 
     monkeypatch.setattr(wandb, "init", recording_init)
-    logger = WandbLogger(project="distillbench-tests", mode="offline")
+    run_dir = tmp_path / "runs" / "kd_resnet32x4_8x4" / "default" / "seed3"
+    logger = WandbLogger(project="distillbench-tests", mode="offline", root="runs")
     group = LoggerGroup([logger])
-    group.start(info(tmp_path))
+    with caplog.at_level(logging.INFO, logger="distillbench"):
+        group.start(info(run_dir))
     group.log_epoch(epoch(1))
     group.log_summary({"acc1_last": 2.0, "acc1_best": 2.0})
     state = group.state_dict()
     group.finish()
 
-    assert calls["config"] == info(tmp_path).config
+    assert calls["config"] == info(run_dir).config
     assert calls["group"] == "kd_resnet32x4_8x4/default"  # no identity in this RunInfo
     assert calls["name"] == "kd_resnet32x4_8x4-seed3"
     assert calls["job_type"] == "student"
@@ -78,16 +82,39 @@ def test_wandb_gets_config_group_job_type_tags_and_epoch_step(tmp_path, monkeypa
     assert calls["mode"] == "offline"
     assert state["WandbLogger"]["run_id"] == calls["id"]
     assert logger.run is None  # finished
-    assert list((tmp_path / "wandb").glob(f"offline-run-*-{calls['id']}"))
+    # Offline runs of every experiment share one folder under runs/, none lands in a run directory.
+    (offline,) = (tmp_path / "runs" / "wandb").glob(f"offline-run-*-{calls['id']}")
+    assert not run_dir.exists()
+    # One line says where the run is and how to upload it; W&B itself prints nothing.
+    notices = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    folder = f"runs/wandb/{offline.name}"
+    assert notices == [f"W&B is offline (logger.wandb.mode=offline): this run is saved in {folder}; upload it with "
+                       f"`wandb sync {folder}`"]
+    printed = capfd.readouterr()
+    assert "wandb" not in printed.out + printed.err
 
     # Resuming passes the same id back, so W&B continues the same run.
-    resumed = WandbLogger(project="distillbench-tests", mode="offline")
-    resumed.start(info(tmp_path), resume_state=state["WandbLogger"])
+    resumed = WandbLogger(project="distillbench-tests", mode="offline", root="runs")
+    resumed.start(info(run_dir), resume_state=state["WandbLogger"])
     resumed.finish()
     assert calls["id"] == state["WandbLogger"]["run_id"] and calls["resume"] == "allow"
 
 
-def test_wandb_names_runs_by_variant_and_seed_and_groups_them_by_identity(tmp_path):
+def test_offline_is_explained_by_what_made_it_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert why_offline("auto").startswith("no W&B API key is configured; `wandb login`")
+    assert why_offline("offline") == "logger.wandb.mode=offline"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert why_offline("auto") == "WANDB_MODE=offline"
+    monkeypatch.chdir(tmp_path)
+    assert offline_notice(tmp_path / "runs" / "wandb" / "offline-run-1", "x").endswith(
+        "saved in runs/wandb/offline-run-1; upload it with `wandb sync runs/wandb/offline-run-1`")
+    assert f"`wandb sync {tmp_path.parent}/elsewhere`" in offline_notice(tmp_path.parent / "elsewhere", "x")
+
+
+def test_wandb_names_runs_by_job_variant_and_seed_and_groups_them_by_identity(tmp_path):
     from distillbench.loggers.wandb_logger import group_name, run_name
 
     run = info(tmp_path)
@@ -96,6 +123,10 @@ def test_wandb_names_runs_by_variant_and_seed_and_groups_them_by_identity(tmp_pa
     assert group_name(run) == "kd_resnet32x4_8x4/optim.lr=0.1/0123456789abcdef"
     run.variant = "x" * 200  # capped at W&B's 128 characters, the identity kept whole
     assert len(group_name(run)) == 128 and group_name(run).endswith("/0123456789abcdef")
+    # The jobs of one experiment (the quickstart's teacher, vanilla and kd) are runs and groups of their own.
+    quick = RunInfo(name="quickstart", job_type="student", run_dir=str(tmp_path), seed=0, job="kd", group="fedcba")
+    assert run_name(quick) == "quickstart/kd-seed0"
+    assert group_name(quick) == "quickstart/kd/default/fedcba"
 
 
 def test_wandb_errors_surface(tmp_path, monkeypatch):
@@ -104,4 +135,4 @@ def test_wandb_errors_surface(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", failing_init)
     with pytest.raises(wandb.errors.CommError):
-        WandbLogger(mode="online").start(info(tmp_path))
+        WandbLogger(mode="online", root=tmp_path).start(info(tmp_path))

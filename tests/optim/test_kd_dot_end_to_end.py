@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from distillbench.cli import build_trainer
+from distillbench.build import build_trainer
 from distillbench.models import create_model
 from distillbench.optim import DOT
-from tests.conftest import compose_config, tiny_run_overrides
+from tests.helpers import compose_config, tiny_run_overrides
 
 
 def write_tiny_imagenet(root: Path, classes: int = 2, per_class: int = 2) -> None:
