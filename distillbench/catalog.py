@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-# The repository's configs/ (the package is installed in editable mode) and the published numbers.
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# The configs ship inside the package (the repository's configs/ is a link to them), so an installed copy
+# runs from any directory; the published numbers are the repository's (absent from an installed copy).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published.yaml"
 
 # Groups of experiments without a published number, by name: the first rule that matches.

@@ -17,10 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from distillbench.catalog import CONFIG_DIR  # noqa: E402 (the configs inside the package)
 from distillbench.errors import EXIT_USER_ERROR, ConfigError, UserError
 from distillbench.teachers import ARCHIVE_NAME, ARCHIVE_URL, FetchResult, fetch_teachers
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -7,9 +7,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from distillbench.catalog import CONFIG_DIR  # noqa: E402 (the package's configs)
 from distillbench.engine.callbacks import Callback
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def compose_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:

@@ -9,12 +9,12 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from distillbench.catalog import CONFIG_DIR  # noqa: E402 (the configs inside the package)
 from distillbench.data import build_cifar100
 from distillbench.engine.evaluation import evaluate
 from distillbench.models import create_model
 from distillbench.weights import load_model_weights
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 NUM_CLASSES = 100
 
 
