@@ -27,7 +27,7 @@ from distillbench.data.loaders import last_batch_dropped, make_loaders
 from distillbench.data.subset import apply_subset
 from distillbench.engine.callbacks import Callback
 from distillbench.engine.speed import SpeedOptions, use_fused_optimizer
-from distillbench.engine.teacher_cache import weights_checksum, why_not_cacheable
+from distillbench.engine.teacher_cache import cache_dtype, weights_checksum, why_not_cacheable
 from distillbench.engine.trainer import Trainer
 from distillbench.errors import ConfigError, RunDirError, UserError
 from distillbench.identity import variant_name, variant_overrides
@@ -161,6 +161,7 @@ def loader_kind(cfg: DictConfig, train_set, device: torch.device) -> str:
 def teacher_cache_dir(cfg: DictConfig, distiller, train_loader, device: torch.device) -> Path | None:
     """Where the teacher-output cache lives, or None when the run computes the teacher live."""
     setting = cfg.trainer.teacher_cache
+    cache_dtype(cfg.trainer.get("teacher_cache_dtype", "float32"))  # a wrong value fails before any work
     if setting is False or distiller is None:
         return None
     reason = why_not_cacheable(distiller, train_loader)
@@ -314,6 +315,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console_prefix: str = "",
         speed=speed,
         teacher_cache_dir=cache_dir,
         teacher_cache_optional=cfg.trainer.teacher_cache == "auto",
+        teacher_cache_dtype=cfg.trainer.get("teacher_cache_dtype", "float32"),
         sync_bn=bool(cfg.trainer.distributed.sync_bn) and ctx.enabled,
         run_lock=lock,
         callbacks=callbacks,
@@ -336,6 +338,9 @@ def resolved_settings(cfg: DictConfig, device: torch.device, speed: SpeedOptions
         "world_size": ctx.world_size,
         "per_rank_batch": per_rank_batch(cfg.dataset.batch_size, len(train_set), ctx.world_size),
         "teacher_cache_planned": cache_dir is not None,
+        # a lossy cache changes the numbers only of runs that read the cache
+        "trainer.teacher_cache_dtype": (str(cfg.trainer.get("teacher_cache_dtype", "float32"))
+                                        if cache_dir is not None else "float32"),
     }
     for role, network in loaded.items():  # the weights, whatever file or download they came from
         resolved[f"{role}.weights_sha256"] = weights_checksum(network)

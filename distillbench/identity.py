@@ -43,6 +43,13 @@ NOT_IDENTITY = (
     "trainer.teacher_cache", "teacher_cache_planned",
 )
 
+# Settings added after runs existed, at the value that does what every run did before them: left out of the
+# hash at that value, so adding a switch does not change the identity of runs that never used it.
+NEUTRAL = {
+    "trainer.compile_scope": "models",
+    "trainer.teacher_cache_dtype": "float32",
+}
+
 # Command-line keys that name no config value of their own but pick the run's place or launcher.
 _LAUNCH_KEYS = ("hydra/", "seed")
 
@@ -76,7 +83,7 @@ def identity_fields(config: Mapping[str, Any], resolved: Mapping[str, Any]) -> d
     values and facts such as the teacher's weight checksum) written over them."""
     fields = {k: v for k, v in flatten(config).items() if counts_for_identity(k)}
     fields.update({k: v for k, v in resolved.items() if counts_for_identity(k)})
-    return dict(sorted(fields.items()))
+    return dict(sorted((k, v) for k, v in fields.items() if not (k in NEUTRAL and v == NEUTRAL[k])))
 
 
 def stable_hash(fields: Mapping[str, Any], length: int = 16) -> str:

@@ -1,31 +1,31 @@
-"""Measure the reference and the fast training path of one distillation cell, in one run.
+"""Time the training step of one distillation cell along several paths, interleaved in one process.
 
-    python scripts/bench.py                                   # CRD resnet32x4 -> resnet8x4, full size
-    python scripts/bench.py --images 256 --teacher resnet8 --student resnet8 --epochs 2   # a CPU smoke run
-    python scripts/bench.py --side-by-side 2,4 --concurrent 2,4 --out results/bench/h100.md
+    python scripts/bench.py                                    # CRD resnet32x4 -> resnet8x4, 50,000 images
+    python scripts/bench.py --paths reference_loop,reference,reference_compiled,fast,fast_compiled,fast_cached \\
+        --count-ops --json results/bench/gpu_<date>.json --out results/bench/gpu_<date>.txt
+    python scripts/bench.py --images 512 --teacher resnet8 --student resnet8 --rounds 3   # a CPU smoke run
 
-Each measurement is a real ``run_job`` (the command line's code path) on generated CIFAR-100-shaped
-files, in its own process so its peak memory is its own. A run trains ``--epochs`` epochs; the
-first pays for warm-up (cuDNN autotuning, compilation, building the teacher-output cache) and the
-figures come from the last one. Printed per path: training images/s, seconds per 50,000-image
-epoch, achieved TFLOP/s (FLOPs counted with torch's FlopCounterMode: the student's forward and
-backward plus the teacher's forward unless it is cached), peak memory, and the ratio against the
-reference path measured in the same invocation. Runs per GPU: ``--concurrent N`` runs N fast-path
-runs (seeds 0..N-1) as N processes at once, ``--side-by-side N`` as one process
-(``side_by_side_seeds``); both report the summed throughput.
+Every path trains the same cell on the same generated CIFAR-100-shaped files, built once and kept in
+memory side by side. After a warm-up (setup, the teacher-output cache, compilation) the paths are
+timed in rounds, ``--steps`` steps of each in turn (A B C D A B C D ...), so that the machine's drifts
+fall on all of them alike; steps that end an epoch (evaluation, checkpoint) are never timed. Printed
+per path: the step time over the rounds (min and median), images/s, the ratio against the plain loop
+in the papers' style (``reference_loop``, min and median), achieved TFLOP/s (FlopCounterMode), the
+setup time, and with ``--count-ops`` the host operations per step (``distillbench.benchmark.op_count``).
+Runs packed several to a GPU are measured by ``scripts/bench_packing.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import logging
+import math
 import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,20 +33,43 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-RESULT_TAG = "BENCH_RESULT "
-CIFAR_EPOCH = 50_000
+from distillbench.benchmark.interleave import Contestant, run_rounds, warm_up  # noqa: E402
+from distillbench.benchmark.machine import describe, machine_info  # noqa: E402
+from distillbench.benchmark.op_count import count_step_ops, cuda_sync, mark_cpu_kernels, no_sync  # noqa: E402
 
+CIFAR_EPOCH = 50_000
+BASELINE = "reference_loop"
+
+
+@dataclass(frozen=True)
+class BenchPath:
+    what: str
+    overrides: tuple[str, ...]
+    compiled: bool = False
+    teacher_cached: bool = False
+    plain_loop: bool = False
+
+
+# The reference settings, spelt out (configs/trainer/default.yaml): float32, NCHW, torch's SGD, live teacher.
+REFERENCE = ("dataset.loader=torch", "trainer.precision=float32", "trainer.channels_last=false",
+             "trainer.fused_optimizer=false", "trainer.teacher_cache=false", "trainer.compile=false")
+# The fast preset (configs/trainer/fast.yaml) with the device loader (what auto picks on a GPU).
+FAST = ("trainer=fast", "dataset.loader=device")
 PATHS = {
-    # DataLoader with PIL transforms in workers, float32, live teacher, torch's default SGD.
-    "reference": ["dataset.loader=torch", "trainer.precision=float32", "trainer.channels_last=false",
-                  "trainer.fused_optimizer=false", "trainer.teacher_cache=false", "trainer.compile=false"],
-    # Data on the device, bf16 on a GPU, NHWC, fused SGD, cached teacher outputs where the method allows.
-    "fast": ["dataset.loader=device", "trainer.precision=auto", "trainer.channels_last=auto",
-             "trainer.fused_optimizer=auto", "trainer.teacher_cache=auto", "trainer.compile=false"],
-    # The same, plus torch.compile with CUDA graphs.
-    "fast_compiled": ["dataset.loader=device", "trainer.precision=auto", "trainer.channels_last=auto",
-                      "trainer.fused_optimizer=auto", "trainer.teacher_cache=auto", "trainer.compile=reduce-overhead"],
+    BASELINE: BenchPath("plain loop in the papers' style: DataLoader + PIL workers, float32, live teacher, "
+                        "loss.item() every step", REFERENCE, plain_loop=True),
+    "reference": BenchPath("distillbench's trainer, reference settings (paper precision)", REFERENCE),
+    "reference_compiled": BenchPath("reference settings + torch.compile", REFERENCE, compiled=True),
+    "fast": BenchPath("trainer=fast (device loader, bf16, channels_last, fused SGD), live teacher",
+                      (*FAST, "trainer.teacher_cache=false")),
+    "fast_compiled": BenchPath("trainer=fast, live teacher, + torch.compile", (*FAST, "trainer.teacher_cache=false"),
+                               compiled=True),
+    "fast_cached": BenchPath("trainer=fast + teacher-output cache", (*FAST, "trainer.teacher_cache=true"),
+                             teacher_cached=True),
+    "fast_cached_compiled": BenchPath("trainer=fast + teacher-output cache + torch.compile",
+                                      (*FAST, "trainer.teacher_cache=true"), compiled=True, teacher_cached=True),
 }
+DEFAULT_PATHS = "reference_loop,reference,fast,fast_cached"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,66 +77,101 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--distiller", default="crd")
     parser.add_argument("--teacher", default="resnet32x4")
     parser.add_argument("--student", default="resnet8x4")
-    parser.add_argument("--images", type=int, default=CIFAR_EPOCH, help="training images per epoch")
-    parser.add_argument("--test-images", type=int, default=1000)
+    parser.add_argument("--images", type=int, default=CIFAR_EPOCH, help="generated training images")
+    parser.add_argument("--test-images", type=int, default=1000, help="generated test images (evaluated untimed)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2, help="the last epoch is measured")
-    parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the reference path")
+    parser.add_argument("--paths", default=DEFAULT_PATHS, help=f"comma-separated, of: {', '.join(PATHS)}")
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds (each path once per round)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of a path per round")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps of each path before the rounds")
+    parser.add_argument("--count-ops", action="store_true", help="also count host operations per step")
+    parser.add_argument("--ops-steps", type=int, default=3, help="steps profiled per path for --count-ops")
+    parser.add_argument("--compile-mode", default="auto",
+                        help="trainer.compile of the *_compiled paths; auto: reduce-overhead on CUDA, default else")
+    parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the reference paths")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--paths", default="reference,fast", help=f"comma-separated, of {', '.join(PATHS)}")
-    parser.add_argument("--concurrent", default="", help="e.g. 2,4: fast-path runs in as many processes at once")
-    parser.add_argument("--side-by-side", default="", help="e.g. 2,4: fast-path runs in one process (seeds)")
     parser.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
-    parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, help="also write the printed report here")
+    parser.add_argument("--json", type=Path, help="also write every figure, with the machine, here")
+    args = parser.parse_args(argv)
+    args.path_names = [name for name in args.paths.split(",") if name]
+    unknown = [name for name in args.path_names if name not in PATHS]
+    if unknown or not args.path_names:
+        parser.error(f"--paths: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(PATHS)}.")
+    if min(args.rounds, args.steps, args.warmup, args.ops_steps, args.images, args.test_images) < 1:
+        parser.error("--rounds, --steps, --warmup, --ops-steps, --images and --test-images must be positive.")
+    return args
 
 
-# ------------------------------------------------------------------ one measured run (a child process)
-def run_worker(spec: dict) -> dict:
-    from hydra import compose, initialize_config_dir
+# ------------------------------------------------------------------ configs
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
-    from distillbench.cli import run_job, run_side_by_side
-    from distillbench.loggers import read_metrics
+    from distillbench.catalog import CONFIG_DIR
 
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=spec["overrides"])
-    cfg.run_dir = spec["run_dir"]
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    run_dir = Path(spec["run_dir"])
-    if cfg.side_by_side_seeds:
-        run_side_by_side(cfg, run_dir)
-        run_dirs = [run_dir.parent / f"seed{seed}" for seed in cfg.side_by_side_seeds]
-    else:
-        run_job(cfg, run_dir)
-        run_dirs = [run_dir]
-    wall = time.perf_counter() - start
-    last = [read_metrics(d)[-1] for d in run_dirs]
-    if torch.cuda.is_available() and cfg.trainer.device != "cpu":
-        peak, peak_kind = torch.cuda.max_memory_allocated(), "GPU"
-    else:
-        peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host RSS"
-    return {"images_per_s": sum(m["time/images_per_s"] for m in last), "epoch_s": max(m["time/epoch_s"] for m in last),
-            "wall_s": wall, "peak_bytes": peak, "peak_kind": peak_kind}
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
 
 
-def spawn(spec: dict) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+def base_overrides(args: argparse.Namespace, data_root: Path, teacher_file: Path, runs: Path) -> list[str]:
+    return [
+        f"distiller={args.distiller}", f"teacher={args.teacher}", f"student={args.student}",
+        f"teacher.checkpoint={teacher_file}", "teacher.expected_acc1=null",
+        f"dataset.root={data_root}", "dataset.verify_checksums=false", f"dataset.batch_size={args.batch_size}",
+        f"dataset.num_workers={args.workers}", f"dataset.test_num_workers={min(args.workers, 2)}",
+        f"trainer.epochs={epochs_needed(args)}", f"trainer.device={args.device}", "trainer.progress=false",
+        "logger.wandb.mode=disabled", "logger.console=false", f"paths.runs={runs}", f"paths.cache={runs / 'cache'}",
+    ]
 
 
-def collect(process: subprocess.Popen) -> dict:
-    out, err = process.communicate()
-    for line in out.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
-    raise RuntimeError(f"A benchmark run failed (exit {process.returncode}):\n{err[-4000:]}")
+def epochs_needed(args: argparse.Namespace) -> int:
+    """Enough epochs that no path ends while it is measured (each chunk may first step past an epoch end)."""
+    per_epoch = max(1, args.images // args.batch_size)
+    chunks = args.rounds + (1 if args.count_ops else 0)
+    total = args.warmup + args.rounds * args.steps + args.ops_steps + chunks * per_epoch
+    return total // per_epoch + 2
 
 
-# ------------------------------------------------------------------ the parent
+def negatives_overrides(cfg, images: int) -> tuple[list[str], list[str]]:
+    """Contrastive methods draw ``num_negatives`` from a memory of one row per training image: on a benchmark
+    set smaller than that, lower them to ``images - 1`` (with a note, as it lightens the method's step)."""
+    overrides, notes = [], []
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            if key == "num_negatives" and isinstance(value, int) and value >= images:
+                overrides.append(f"{prefix}{key}={images - 1}")
+                notes.append(f"{prefix}{key} lowered from {value} to {images - 1}: the benchmark set has {images} "
+                             "images and the memory one row per image, so its step does less work than at full size.")
+            elif hasattr(value, "items"):
+                walk(value, f"{prefix}{key}.")
+
+    if cfg.distiller.method is not None:
+        walk(cfg.distiller.method, "distiller.method.")
+    return overrides, notes
+
+
+def path_overrides(args: argparse.Namespace, name: str, compile_mode: str) -> list[str]:
+    path = PATHS[name]
+    return [*path.overrides, *([f"trainer.compile={compile_mode}"] if path.compiled else []),
+            f"name=bench_{name}", *args.override]
+
+
+# ------------------------------------------------------------------ the contestants
+def build_contestant(name: str, cfg, run_dir: Path, device: torch.device) -> Contestant:
+    if PATHS[name].plain_loop:
+        from distillbench.benchmark.reference_loop import reference_loop
+
+        steps, per_epoch = reference_loop(cfg, device)
+        return Contestant(name, steps, per_epoch)
+    from distillbench.build import build_trainer
+
+    cfg.run_dir = str(run_dir)
+    trainer = build_trainer(cfg, run_dir)
+    return Contestant(name, trainer.steps(), len(trainer.train_loader))
+
+
 def flops_per_image(args: argparse.Namespace, teacher_cached: bool) -> float:
     """Training FLOPs per image: student forward + backward, plus the teacher's forward when it runs."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -133,23 +191,28 @@ def flops_per_image(args: argparse.Namespace, teacher_cached: bool) -> float:
     return total / len(x)
 
 
-def base_overrides(args: argparse.Namespace, data_root: Path, teacher_file: Path, runs: Path) -> list[str]:
-    return [
-        f"distiller={args.distiller}", f"teacher={args.teacher}", f"student={args.student}",
-        f"teacher.checkpoint={teacher_file}", "teacher.expected_acc1=null",
-        f"dataset.root={data_root}", "dataset.verify_checksums=false",
-        f"dataset.batch_size={args.batch_size}", f"dataset.num_workers={args.workers}",
-        f"dataset.test_num_workers={min(args.workers, 2)}", f"trainer.epochs={args.epochs}",
-        f"trainer.device={args.device}", "trainer.progress=false", "logger.wandb.mode=disabled",
-        "logger.console=false", f"paths.runs={runs}", f"paths.cache={runs / 'cache'}", *args.override,
-    ]
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(name).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}, but no CUDA GPU is visible; use --device cpu or auto.")
+    return torch.device(name)
 
 
-def measure(args: argparse.Namespace) -> list[dict]:
+def measure(args: argparse.Namespace) -> dict:
     from distillbench.data import write_fake_cifar100
     from distillbench.models import create_model
 
-    rows = []
+    device = resolve_device(args.device)
+    args.device = str(device)
+    compile_mode = args.compile_mode if args.compile_mode != "auto" else (
+        "reduce-overhead" if device.type == "cuda" else "default")
+    sync = cuda_sync if device.type == "cuda" else no_sync
+    notes = []
+    load_before = os.getloadavg()
+    if args.count_ops and device.type == "cpu" and any(PATHS[n].compiled for n in args.path_names):
+        mark_cpu_kernels()
+        notes.append("Inductor's C++ kernels carry profiler marks (cpp.enable_kernel_profile) so they can be counted.")
     with tempfile.TemporaryDirectory(prefix="distillbench-bench-") as tmp:
         tmp = Path(tmp)
         write_fake_cifar100(tmp / "data", n_train=args.images, n_test=args.test_images, seed=0)
@@ -157,70 +220,125 @@ def measure(args: argparse.Namespace) -> list[dict]:
         teacher_file = tmp / "teacher.pth"
         torch.save({"model": create_model(args.teacher, num_classes=100).state_dict()}, teacher_file)
         base = base_overrides(args, tmp / "data", teacher_file, tmp / "runs")
-        jobs = [(path, 1, "processes") for path in args.paths.split(",") if path]
-        jobs += [("fast", int(n), "processes") for n in args.concurrent.split(",") if n and int(n) > 1]
-        jobs += [("fast", int(n), "one process") for n in args.side_by_side.split(",") if n and int(n) > 1]
-        for path, n, packing in jobs:
-            if path not in PATHS:
-                raise SystemExit(f"Unknown path '{path}'; choose from {', '.join(PATHS)}.")
-            folder = tmp / "runs" / f"{path}_x{n}_{packing.replace(' ', '_')}"
-            common = [*base, *PATHS[path], f"name=bench_{path}_x{n}"]
-            if packing == "one process":
-                seeds = ",".join(str(seed) for seed in range(n))
-                specs = [{"overrides": [*common, f"side_by_side_seeds=[{seeds}]"], "run_dir": str(folder / "seed0")}]
-            else:
-                specs = [{"overrides": [*common, f"seed={seed}"], "run_dir": str(folder / f"seed{seed}")}
-                         for seed in range(n)]
-            results = [collect(p) for p in [spawn(spec) for spec in specs]]
-            cached = path != "reference" and any(Path(tmp / "runs" / "cache").glob("teacher_outputs_*.pt"))
-            rows.append(summarise(path, n, packing, results, flops_per_image(args, cached), cached))
-            print(format_row(rows[-1], rows[0]), flush=True)
-    return rows
+        clamp, clamp_notes = negatives_overrides(compose(base), args.images)
+        notes += clamp_notes
+        for note in notes:
+            print(f"note: {note}", flush=True)
+        contestants = [build_contestant(name, compose([*base, *clamp, *path_overrides(args, name, compile_mode)]),
+                                        tmp / "runs" / name, device) for name in args.path_names]
+        try:
+            steps = min(args.steps, *(c.steps_per_epoch - 1 for c in contestants))
+            if steps < 1:
+                raise SystemExit(f"--images {args.images} at --batch-size {args.batch_size} leaves an epoch too "
+                                 "short to time steps inside it; give at least 3 batches' worth of images.")
+            if steps < args.steps:
+                notes.append(f"--steps lowered from {args.steps} to {steps} to fit inside one epoch.")
+                print(f"note: {notes[-1]}", flush=True)
+            for contestant in contestants:
+                warm_up(contestant, args.warmup, sync)
+                print(f"  {contestant.name}: warm ({contestant.setup_s:.1f} s to the first step's end)", flush=True)
+            order = run_rounds(contestants, args.rounds, steps, sync)
+            ops = {}
+            if args.count_ops:
+                for contestant in contestants:
+                    contestant.clear_epoch_end(args.ops_steps)
+                    ops[contestant.name] = count_step_ops(contestant.step, args.ops_steps, sync,
+                                                          device.type == "cuda").as_dict()
+        finally:
+            for contestant in contestants:
+                contestant.close()
+    load = {"before": load_before, "after": os.getloadavg()}
+    return summarise(args, contestants, ops, order, steps, notes, device, compile_mode, load)
 
 
-def summarise(path: str, n: int, packing: str, results: list[dict], flops: float, cached: bool) -> dict:
-    images_per_s = sum(r["images_per_s"] for r in results)
+def summarise(args, contestants: list[Contestant], ops: dict, order: list[str], steps: int, notes: list[str],
+              device: torch.device, compile_mode: str, load: dict) -> dict:
+    baseline = next((c for c in contestants if c.name == BASELINE), None)
+    rows = []
+    for c in contestants:
+        path = PATHS[c.name]
+        flops = flops_per_image(args, path.teacher_cached)
+        rows.append({
+            "path": c.name, "what": path.what, "overrides": list(path.overrides),
+            "compiled": compile_mode if path.compiled else False, "teacher_cached": path.teacher_cached,
+            "setup_s": c.setup_s, "step_s": c.step_s, "step_s_min": c.min_s, "step_s_median": c.median_s,
+            "images_per_s_median": args.batch_size / c.median_s, "images_per_s_best": args.batch_size / c.min_s,
+            "s_per_cifar_epoch_median": CIFAR_EPOCH / args.batch_size * c.median_s,
+            "speedup_vs_reference_loop_min": baseline.min_s / c.min_s if baseline else None,
+            "speedup_vs_reference_loop_median": baseline.median_s / c.median_s if baseline else None,
+            "flops_per_image": flops, "tflops_median": args.batch_size / c.median_s * flops / 1e12,
+            "ops_per_step": ops.get(c.name),
+        })
     return {
-        "path": path, "runs": n, "packing": packing, "teacher_cached": cached, "images_per_s": images_per_s,
-        "s_per_cifar_epoch": CIFAR_EPOCH / (images_per_s / n), "tflops": images_per_s * flops / 1e12,
-        "peak_gb": max(r["peak_bytes"] for r in results) / 1e9, "peak_kind": results[0]["peak_kind"],
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(device),
+        # The host's 1/5/15-minute load averages: other work competing with the measurement.
+        "load_average": load,
+        "cell": {"distiller": args.distiller, "teacher": args.teacher, "student": args.student},
+        "settings": {"images": args.images, "test_images": args.test_images, "batch_size": args.batch_size,
+                     "rounds": args.rounds, "steps_per_round": steps, "warmup": args.warmup,
+                     "ops_steps": args.ops_steps if args.count_ops else None, "compile_mode": compile_mode,
+                     "workers": args.workers, "device": str(device), "overrides": args.override,
+                     "steps_per_epoch": {c.name: c.steps_per_epoch for c in contestants}},
+        "notes": notes, "order": order, "paths": rows,
     }
 
 
-HEADER = ("| path | runs at once | teacher | images/s (sum) | s per 50k-image epoch (per run) | "
-          "achieved TFLOP/s | peak memory | × reference |\n|---|---|---|---|---|---|---|---|")
+# ------------------------------------------------------------------ the report
+def format_ops(ops: dict | None) -> str:
+    if ops is None:
+        return "-"
+    parts = [f"{ops['aten_ops']:.0f} aten"]
+    if ops["generated_kernels"] or ops["extern_calls"]:
+        parts.append(f"{ops['generated_kernels']:.0f} kernels + {ops['extern_calls']:.0f} extern")
+    if ops["graph_replays"]:
+        parts.append(f"{ops['graph_replays']:.0f} graph replays")
+    total = f"{ops['host_ops']:.0f} ({', '.join(parts)})"
+    return total + (f"; {ops['device_launches']:.0f} launches" if ops["device_launches"] is not None else "")
 
 
-def format_row(row: dict, reference: dict) -> str:
-    ratio = row["images_per_s"] / reference["images_per_s"]
-    runs = f"{row['runs']} ({row['packing']})" if row["runs"] > 1 else "1"
-    return (f"| {row['path']} | {runs} | {'cached' if row['teacher_cached'] else 'live'} | "
-            f"{row['images_per_s']:,.0f} | {row['s_per_cifar_epoch']:.2f} | {row['tflops']:.3g} | "
-            f"{row['peak_gb']:.2f} GB ({row['peak_kind']}) | {ratio:.2f} |")
+def ratio(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
-def describe_machine(device: str) -> str:
-    if torch.cuda.is_available() and device != "cpu":
-        name = torch.cuda.get_device_name()
-    else:
-        name = f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-    return f"{name}; torch {torch.__version__}; python {platform.python_version()}"
+HEADER = ("| path | step ms (min / median) | images/s (median) | × reference_loop (min / median) | TFLOP/s | "
+          "setup s | host ops per step |\n|---|---|---|---|---|---|---|")
 
 
-def main(argv: list[str] | None = None) -> None:
+def format_row(row: dict) -> str:
+    return (f"| {row['path']} | {1e3 * row['step_s_min']:.1f} / {1e3 * row['step_s_median']:.1f} | "
+            f"{row['images_per_s_median']:,.0f} | {ratio(row['speedup_vs_reference_loop_min'])} / "
+            f"{ratio(row['speedup_vs_reference_loop_median'])} | {row['tflops_median']:.3g} | {row['setup_s']:.1f} | "
+            f"{format_ops(row['ops_per_step'])} |")
+
+
+def report(result: dict) -> str:
+    cell, s = result["cell"], result["settings"]
+    title = (f"{cell['distiller']} {cell['teacher']} -> {cell['student']}, batch {s['batch_size']}, {s['images']} "
+             f"generated training images; {s['rounds']} interleaved rounds x {s['steps_per_round']} steps per path "
+             f"after {s['warmup']} warm-up steps; {describe(result['machine'])}; {result['date']}")
+    lines = [title, "", HEADER, *(format_row(row) for row in result["paths"]), ""]
+    lines += [f"- {row['path']}: {row['what']}" for row in result["paths"]]
+    lines += [f"- note: {note}" for note in result["notes"]]
+    before, after = (", ".join(f"{x:.2f}" for x in result["load_average"][k]) for k in ("before", "after"))
+    lines.append(f"- host load average (1, 5, 15 min): {before} before, {after} after")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.worker:
-        print(RESULT_TAG + json.dumps(run_worker(json.loads(args.worker))), flush=True)
-        return
-    title = (f"{args.distiller} {args.teacher} -> {args.student}, batch {args.batch_size}, {args.images} training "
-             f"images, epoch {args.epochs} of {args.epochs} measured; {describe_machine(args.device)}")
-    print(title + "\n\n" + HEADER, flush=True)
-    rows = measure(args)
-    table = "\n".join([title, "", HEADER, *(format_row(row, rows[0]) for row in rows)])
+    logging.getLogger("distillbench").setLevel(logging.INFO)
+    logging.basicConfig(format="  [%(name)s] %(message)s")
+    result = measure(args)
+    text = report(result)
+    print("\n" + text, flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps({"title": title, "rows": rows}, indent=2) + "\n")
+        args.out.write_text(text + "\n")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

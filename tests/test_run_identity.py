@@ -54,6 +54,18 @@ def test_settings_that_can_change_the_result_change_it():
     assert differences(base, bf16) == ["trainer.precision: float32 -> bf16"]
 
 
+def test_a_switch_added_later_leaves_earlier_identities_alone_at_its_neutral_value():
+    cfg = OmegaConf.to_container(compose_config(["experiment=kd_resnet32x4_8x4"], run_dir=Path("unused")),
+                                 resolve=True)
+    before = {**cfg, "trainer": {k: v for k, v in cfg["trainer"].items()
+                                 if k not in ("compile_scope", "teacher_cache_dtype")}}
+    assert identity_hash(identity_fields(cfg, RESOLVED)) == identity_hash(identity_fields(before, RESOLVED))
+    whole_step = {**RESOLVED, "trainer.compile_scope": "step"}
+    lossy_cache = {**RESOLVED, "trainer.teacher_cache_dtype": "bf16"}
+    for changed in (whole_step, lossy_cache):
+        assert identity_hash(identity_fields(cfg, changed)) != identity_hash(identity_fields(cfg, RESOLVED))
+
+
 def test_the_group_is_the_identity_without_the_seed():
     assert group_hash(fields_of("seed=0")) == group_hash(fields_of("seed=4"))
     assert identity_hash(fields_of("seed=0")) != identity_hash(fields_of("seed=4"))

@@ -10,6 +10,12 @@ run with the same teacher weights and training set reuses the file.
 The cache is keyed by a checksum of the teacher's weights (parameters and BN statistics) and of
 the training images and augmentation recipe, so a different checkpoint or dataset never reads
 a stale file.
+
+It is stored in float32 (exact) unless ``trainer.teacher_cache_dtype`` asks for bf16 or fp16,
+which halve the file and the device copy at the price of rounding the teacher's outputs
+(``scripts/teacher_cache_precision.py`` measures how far); the dtype is part of the file's key
+and of the run's identity. Its size is logged before it is built, and a disk without room for
+it is a clear error before any teacher forward.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +33,18 @@ from torch import Tensor, nn
 
 from distillbench.data.device_loader import DeviceLoader, EpochPlan
 from distillbench.distillers.base import Distiller
-from distillbench.engine import distributed
 from distillbench.engine.checkpoint import save_atomic
 from distillbench.errors import ConfigError
 from distillbench.models.outputs import ModelOutput, forward_features, probe_shapes
+from distillbench.runtime import distributed
 
 log = logging.getLogger("distillbench")
 
 CACHE_FORMAT = 1
+# trainer.teacher_cache_dtype -> how the outputs are stored. float32 is exact; the others halve the size.
+CACHE_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Room the cache's disk must keep beyond the file itself (the archive's headers, the file system).
+DISK_MARGIN_BYTES = 64 * 2**20
 # While ``shared_teacher_caches()`` is active: the caches loaded so far, by file, shared by every run.
 _shared: dict[Path, TeacherCache] | None = None
 
@@ -52,6 +63,51 @@ class TeacherCache:
     @property
     def nbytes(self) -> int:
         return self.logits.nbytes + self.pooled.nbytes
+
+
+class TeacherCacheDoesNotFit(ConfigError):
+    """The cache would not fit in the device's memory or on its folder's disk."""
+
+
+def cache_dtype(name: str | torch.dtype) -> torch.dtype:
+    """The storage dtype a ``trainer.teacher_cache_dtype`` value names (a torch dtype passes through)."""
+    if isinstance(name, torch.dtype) and name in CACHE_DTYPES.values():
+        return name
+    if name not in CACHE_DTYPES:
+        raise ConfigError(f"trainer.teacher_cache_dtype must be one of {', '.join(CACHE_DTYPES)}, got '{name}'. "
+                          "float32 stores the teacher's outputs exactly; bf16 and fp16 take half the space.")
+    return CACHE_DTYPES[name]
+
+
+def cache_nbytes(teacher: nn.Module, loader: DeviceLoader, dtype: torch.dtype) -> int:
+    """The cache's size: one row of logits and pooled embedding per (image, view), in ``dtype``."""
+    probe = probe_shapes(teacher, (2, *loader.dataset[0][0].shape))
+    per_view = probe.logits.shape[1] + probe.pooled.flatten(1).shape[1]
+    return len(loader.dataset) * loader.num_views * per_view * dtype.itemsize
+
+
+def disk_free_bytes(folder: Path) -> int:
+    """Free bytes on the disk ``folder`` will live on (its nearest existing ancestor's)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_disk_room(folder: Path, needed: int, dtype: torch.dtype) -> None:
+    """Raise ``TeacherCacheDoesNotFit`` before any work when the cache file cannot be written in ``folder``."""
+    free = disk_free_bytes(folder)
+    if needed + DISK_MARGIN_BYTES <= free:
+        return
+    smaller = ("store it in half the space with trainer.teacher_cache_dtype=bf16 (lossy: each of the teacher's "
+               "values moves by up to 0.39%), " if dtype.itemsize > 2 else "")
+    raise TeacherCacheDoesNotFit(
+        f"The teacher-output cache needs {needed / 1e9:.2f} GB on disk in {folder} "
+        f"({str(dtype).removeprefix('torch.')} values), but only "
+        f"{free / 1e9:.2f} GB is free there. Point paths.cache at a disk with room (e.g. "
+        f"paths.cache=/scratch/distillbench_cache), {smaller}or run the teacher live with "
+        "trainer.teacher_cache=false. Nothing was computed or written."
+    )
 
 
 def device_free_bytes(device: torch.device) -> int | None:
@@ -129,7 +185,8 @@ def load_or_compute_teacher_cache(
     """The cache for this teacher and training set: read from ``cache_dir``, else computed and saved there.
 
     A file that cannot be read or does not match is recomputed (it holds nothing that cannot
-    be derived again), with a warning naming it.
+    be derived again), with a warning naming it. Before computing, the size is logged and the
+    disk checked (``TeacherCacheDoesNotFit`` when it has no room).
     """
     key = cache_key(weights_checksum(teacher), loader, dtype, preact)
     path = Path(cache_dir) / f"teacher_outputs_{key}.pt"
@@ -146,7 +203,10 @@ def load_or_compute_teacher_cache(
             log.warning("The teacher-output cache %s does not match this dataset; computing it again.", path)
         except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
             log.warning("The teacher-output cache %s could not be read (%s); computing it again.", path, err)
-    log.info("computing the teacher's outputs for %d images x %d views", *expected)
+    needed = cache_nbytes(teacher, loader, dtype)
+    log.info("teacher-output cache: %d images x %d views in %s = %.2f GB, to be computed and saved to %s",
+             *expected, str(dtype).removeprefix("torch."), needed / 1e9, path)
+    check_disk_room(path.parent, needed, dtype)
     cache = compute_teacher_cache(teacher, loader, batch_size=batch_size, dtype=dtype, preact=preact)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic({"logits": cache.logits, "pooled": cache.pooled}, path)
@@ -189,36 +249,48 @@ def teacher_cache_for(
     cache_dir: str | Path,
     *,
     optional: bool = False,
+    dtype: str | torch.dtype = "float32",
 ) -> TeacherCache | None:
-    """The cache a run asked for, after checking it applies and fits; None when ``optional`` and it does not fit.
+    """The cache a run asked for, after checking it applies and fits; None when ``optional`` and it does not fit
+    (device memory or disk).
 
-    On several ranks rank 0 computes and saves the file and the others then read it.
+    ``dtype`` is ``trainer.teacher_cache_dtype``. On several ranks rank 0 computes and saves the
+    file and the others then read it.
     """
     reason = why_not_cacheable(distiller, loader)
     if reason is not None:
         raise ConfigError(f"{reason} Set trainer.teacher_cache=auto or false.")
-    if not _fits(teacher, loader, optional):
-        return None
+    dtype = cache_dtype(dtype)
+    try:
+        _check_device_room(cache_nbytes(teacher, loader, dtype), loader.device, dtype)
+    except TeacherCacheDoesNotFit as err:
+        return _live_instead(err, optional)
     is_main = distributed.rank() == 0
     if not is_main:
         distributed.barrier()
-    cache = load_or_compute_teacher_cache(teacher, loader, cache_dir, preact=distiller.preact)
+    try:
+        cache = load_or_compute_teacher_cache(teacher, loader, cache_dir, dtype=dtype, preact=distiller.preact)
+    except TeacherCacheDoesNotFit as err:  # no room on the disk
+        cache = _live_instead(err, optional)
     if is_main:
         distributed.barrier()
     return cache
 
 
-def _fits(teacher: nn.Module, loader: DeviceLoader, optional: bool) -> bool:
-    """At most half the device's free memory: else the live teacher (``optional``), or a clear error."""
-    probe = probe_shapes(teacher, (2, *loader.dataset[0][0].shape))
-    per_view = probe.logits.shape[1] + probe.pooled.flatten(1).shape[1]
-    needed = len(loader.dataset) * loader.num_views * per_view * 4
-    free = device_free_bytes(loader.device)
+def _live_instead(err: TeacherCacheDoesNotFit, optional: bool) -> None:
+    """``trainer.teacher_cache=auto``: a warning and the live teacher; ``true``: the error."""
+    if not optional:
+        raise err
+    log.warning("%s The teacher runs live instead (trainer.teacher_cache=auto).", err)
+    return None
+
+
+def _check_device_room(needed: int, device: torch.device, dtype: torch.dtype) -> None:
+    """At most half the device's free memory, else ``TeacherCacheDoesNotFit``."""
+    free = device_free_bytes(device)
     if free is None or needed <= free / 2:
-        return True
-    message = (f"The teacher-output cache needs {needed / 1e9:.1f} GB, more than half of the {free / 1e9:.1f} GB "
-               f"free on {loader.device}.")
-    if optional:
-        log.warning("%s The teacher runs live instead.", message)
-        return False
-    raise ConfigError(f"{message} Set trainer.teacher_cache=auto or false, or free device memory.")
+        return
+    smaller = ", store it in half the space with trainer.teacher_cache_dtype=bf16" if dtype.itemsize > 2 else ""
+    raise TeacherCacheDoesNotFit(
+        f"The teacher-output cache needs {needed / 1e9:.1f} GB, more than half of the {free / 1e9:.1f} GB free on "
+        f"{device}. Set trainer.teacher_cache=auto or false{smaller}, or free device memory.")

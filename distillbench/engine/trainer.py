@@ -68,7 +68,8 @@ class Trainer:
         expected_teacher_acc1: float | None = None, teacher_acc1_tolerance: float = 3.0,
         check_finite_every: int = 50, checkpoint_every_steps: int = 0, detect_anomaly: bool = False,
         progress: bool = True, speed: SpeedOptions | None = None, teacher_cache_dir: str | Path | None = None,
-        teacher_cache_optional: bool = False, on_step: Callable[[int, dict[str, Tensor]], None] | None = None,
+        teacher_cache_optional: bool = False, teacher_cache_dtype: str = "float32",
+        on_step: Callable[[int, dict[str, Tensor]], None] | None = None,
         sync_bn: bool = False, run_lock: RunLock | None = None, callbacks: Sequence[Callback] = (),
     ):
         if distiller is not None and teacher is None:
@@ -82,6 +83,7 @@ class Trainer:
         self.check_finite_every = max(1, check_finite_every)
         self.detect_anomaly, self.sync_bn, self.speed = detect_anomaly, sync_bn, speed or SpeedOptions()
         self.teacher_cache_dir, self.teacher_cache_optional = teacher_cache_dir, teacher_cache_optional
+        self.teacher_cache_dtype = teacher_cache_dtype
         self.teacher_cache = None
         self.run_lock = run_lock  # held from the run-directory checks to the end of the run
         self.stop = StopRequests()
@@ -117,7 +119,8 @@ class Trainer:
                                                        self.expected_teacher_acc1, self.teacher_acc1_tolerance)
         if self.teacher_cache_dir is not None and self.distiller is not None:
             self.teacher_cache = teacher_cache_for(self.teacher, self.distiller, self.train_loader,
-                                                   self.teacher_cache_dir, optional=self.teacher_cache_optional)
+                                                   self.teacher_cache_dir, optional=self.teacher_cache_optional,
+                                                   dtype=self.teacher_cache_dtype)
         self.student_fn, self.teacher_fn = networks.prepare(self.model, self.teacher, self.speed, self.sync_bn)
 
     # ------------------------------------------------------------------ loop

@@ -234,7 +234,7 @@ def test_a_random_test_transform_is_refused() -> None:
         make_device_loaders(train, train, 4, 4, "cpu", seed=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_an_epoch_never_waits_for_the_device() -> None:
     train, test = make_sets()
     loaders = make_device_loaders(train, test, 16, 16, "cuda", channels_last=True)

@@ -188,7 +188,7 @@ def test_a_mid_epoch_state_dict_continues_the_stream_of_that_epoch():
     assert torch.equal(b.draw(index, labels[index], epoch=4), want[1])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.cuda
 def test_draws_happen_on_the_device_of_the_sampler():
     labels = uneven_labels()
     s = sampler(labels, 8).cuda()
