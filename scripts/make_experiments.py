@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from distillbench.naming import arch_token
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 PUBLISHED = ROOT / "results" / "paper" / "published.yaml"
@@ -240,7 +242,7 @@ def experiment_file(method: str, pair: str, published: dict | None) -> str:
 def vanilla_file(student: str, published: dict | None) -> str:
     return (f"# @package _global_\n# {student} trained alone (cross-entropy only), the vanilla-student row. {MARK}\n"
             f"defaults:\n  - override /student: {student}\n  - override /distiller: none\n\n"
-            + dump({"name": f"vanilla_{student}", "published": published,
+            + dump({"name": f"vanilla_{arch_token(student)}", "published": published,
                     "protocol": protocol(published, "cifar100")}))
 
 
@@ -347,9 +349,9 @@ def transfer_source(method: str) -> str:
     """The CIFAR-100 experiment whose model.pth the probe freezes."""
     teacher, student = PAIRS[TRANSFER_PAIR]
     if method == "vanilla_teacher":
-        return f"teacher_{teacher}"
+        return f"teacher_{arch_token(teacher)}"
     if method == "vanilla_student":
-        return f"vanilla_{student}"
+        return f"vanilla_{arch_token(student)}"
     return f"{method}_{TRANSFER_PAIR}"
 
 
@@ -412,7 +414,7 @@ def wanted_files() -> dict[Path, str]:
                 method, pair, tiny.get((method, pair)))
     vanilla = vanilla_published()
     for student in sorted({s for _, s in PAIRS.values()}):
-        files[CONFIGS / "experiment" / f"vanilla_{student}.yaml"] = vanilla_file(student, vanilla.get(student))
+        files[CONFIGS / "experiment" / f"vanilla_{arch_token(student)}.yaml"] = vanilla_file(student, vanilla.get(student))
     for (method, table), published in sorted(transfer_published().items()):
         source = CONFIGS / "experiment" / f"{transfer_source(method)}.yaml"
         if source not in files and not source.exists():

@@ -10,6 +10,8 @@ from omegaconf import DictConfig
 from distillbench.catalog import CONFIG_DIR  # noqa: E402 (the package's configs)
 from distillbench.engine.callbacks import Callback
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def compose_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
     """The config ``python -m distillbench OVERRIDES`` would run, without Hydra's runtime."""

@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 
 from distillbench.distillers import Distiller
 from distillbench.models import create_model, list_models
-from tests.helpers import CONFIG_DIR, compose_config
+from tests.helpers import CONFIG_DIR, REPO_ROOT, compose_config
 
-sys.path.insert(0, str(CONFIG_DIR.parent / "scripts"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from make_experiments import DISTILLERS, PAIRS  # noqa: E402
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -66,13 +66,13 @@ def test_every_experiment_composes_and_builds_its_models_on_the_cpu(experiments,
 
 
 def test_experiment_files_are_what_the_generator_writes():
-    result = subprocess.run([sys.executable, str(CONFIG_DIR.parent / "scripts" / "make_experiments.py"), "--check"],
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make_experiments.py"), "--check"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout
 
 
 def test_every_table_cell_has_an_experiment_naming_its_published_number():
-    published = yaml.safe_load((CONFIG_DIR.parent / "results" / "paper" / "published.yaml").read_text())
+    published = yaml.safe_load((REPO_ROOT / "results" / "paper" / "published.yaml").read_text())
     pairs = {(t, s): name for name, (t, s) in PAIRS.items()}
     for e in published["entries"]:
         pair = pairs.get((e["teacher"], e["student"]))

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from distillbench.build import build_loaders
 from distillbench.runtime.distributed import DistContext
-from tests.helpers import CONFIG_DIR, compose_config
+from tests.helpers import REPO_ROOT, compose_config
 from tests.test_every_experiment_builds import write_stl10
 
 REFERENCE = {"precision": "float32", "channels_last": False, "fused_optimizer": False, "teacher_cache": False,
@@ -23,7 +23,7 @@ SAMPLE = ["crd_resnet32x4_8x4", "kd_imagenet_r34_r18", "transfer_rrd_stl10", "te
 
 def test_the_cli_prints_float32_for_a_cifar_cell():
     out = subprocess.run([sys.executable, "-m", "distillbench", "experiment=crd_resnet32x4_8x4", "--cfg", "job"],
-                         cwd=CONFIG_DIR.parent, capture_output=True, text=True, check=True).stdout
+                         cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert "precision: float32" in out and "channels_last: false" in out and "loader: torch" in out
 
 

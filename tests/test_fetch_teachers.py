@@ -26,9 +26,9 @@ from distillbench.models import create_model
 from distillbench.teachers import ARCHIVE_NAME, ARCHIVE_URL, DownloadFailed, TeachersError, fetch_teachers
 from distillbench.teachers import fetch as fetch_module
 from distillbench.weights import load_model_weights
-from tests.helpers import CONFIG_DIR, compose_config
+from tests.helpers import REPO_ROOT, compose_config
 
-REPO = CONFIG_DIR.parent
+REPO = REPO_ROOT
 sys.path.insert(0, str(REPO / "scripts"))
 import fetch_teachers as script  # noqa: E402
 

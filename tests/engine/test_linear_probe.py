@@ -174,10 +174,10 @@ def _probe_overrides(root, runs) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cifar_runs(fake_cifar_root, tmp_path_factory):
-    """A 1-epoch resnet8 'vanilla_wrn_16_2' run, in the run directory the transfer experiments point at."""
+    """A 1-epoch resnet8 'vanilla_wrn16_2' run, in the run directory the transfer experiments point at."""
     runs = tmp_path_factory.mktemp("runs")
-    run_dir = runs / "vanilla_wrn_16_2" / "default" / "seed0"
-    cfg = compose_config(["experiment=vanilla_wrn_16_2", "student=resnet8", "trainer.epochs=1",
+    run_dir = runs / "vanilla_wrn16_2" / "default" / "seed0"
+    cfg = compose_config(["experiment=vanilla_wrn16_2", "student=resnet8", "trainer.epochs=1",
                           *tiny_run_overrides(fake_cifar_root, runs)], run_dir=run_dir)
     run_job(cfg, run_dir)
     return runs
@@ -209,7 +209,7 @@ def test_probe_on_stl10_through_the_cli(cifar_runs, tmp_path):
     cfg = compose_config(["experiment=transfer_vanilla_student_stl10", "student=resnet8", "trainer.epochs=2",
                           *_probe_overrides(root, cifar_runs)], run_dir=run_dir)
     run_job(cfg, run_dir)
-    source = load_file(cifar_runs / "vanilla_wrn_16_2" / "default" / "seed0" / "model.pth")["model"]
+    source = load_file(cifar_runs / "vanilla_wrn16_2" / "default" / "seed0" / "model.pth")["model"]
     summary = _check_probe_run(run_dir, source, epochs=2, num_classes=10)
 
     assert summary["method"] == "vanilla_student" and summary["probe_dataset"] == "stl10"
@@ -222,7 +222,7 @@ def test_probe_on_stl10_through_the_cli(cifar_runs, tmp_path):
 def test_probe_on_tiny_imagenet_through_the_cli(cifar_runs, tmp_path):
     root = tmp_path / "data"
     _write_tiny_imagenet(root)
-    checkpoint = cifar_runs / "vanilla_wrn_16_2" / "default" / "seed0" / "model.pth"
+    checkpoint = cifar_runs / "vanilla_wrn16_2" / "default" / "seed0" / "model.pth"
     run_dir = tmp_path / "probe"
     cfg = compose_config(["experiment=transfer_kd_tiny_imagenet", "student=resnet8", "trainer.epochs=1",
                           f"probe.checkpoint={checkpoint}", *_probe_overrides(root, tmp_path / "runs")],
