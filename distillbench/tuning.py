@@ -42,7 +42,8 @@ def tuned_weight_key(cfg: DictConfig) -> str:
 
 
 def tuned_weight_range(cfg: DictConfig) -> tuple[float, float]:
-    """(low, high) of the log-scale search, from ``tune_weight_range`` (configs/hparams_search/weight_optuna.yaml)."""
+    """(low, high) of the log-scale search, from ``tune_weight_range`` (configs/hparams_search/weight_optuna.yaml):
+    absolute, or with ``relative: true`` multiples of the weight the method's config sets."""
     bounds = cfg.get(RANGE_KEY)
     low, high = (bounds.get("low"), bounds.get("high")) if bounds is not None else (None, None)
     if not all(isinstance(b, int | float) and not isinstance(b, bool) for b in (low, high)) or not 0 < low < high:
@@ -50,6 +51,12 @@ def tuned_weight_range(cfg: DictConfig) -> tuple[float, float]:
             f"{RANGE_KEY} must hold two numbers 0 < low < high for the log-scale weight search, got {bounds!r}. "
             f"Set them with {RANGE_KEY}.low=... {RANGE_KEY}.high=... (hparams_search=weight_optuna sets 0.05 and 20)."
         )
+    if bounds.get("relative", False):  # multiples of the method's own weight: PKT's 30000 and KD's 0.9 alike
+        default = float(OmegaConf.select(cfg, tuned_weight_key(cfg)))
+        if default <= 0:
+            raise ConfigError(f"{RANGE_KEY}.relative=true scales the search by the method's weight, which is "
+                              f"{default} here; give absolute bounds with {RANGE_KEY}.relative=false.")
+        return float(low) * default, float(high) * default
     return float(low), float(high)
 
 

@@ -1,7 +1,7 @@
 """Time the training step of one distillation cell along several paths, interleaved in one process.
 
     python scripts/bench.py                                    # CRD resnet32x4 -> resnet8x4, 50,000 images
-    python scripts/bench.py --paths reference_loop,reference,reference_compiled,fast,fast_compiled,fast_cached \\
+    python scripts/bench.py --paths reference_loop,reference,fast,fast_cached,fast_compiled,fast_step_compiled \\
         --count-ops --json results/bench/gpu_<date>.json --out results/bench/gpu_<date>.txt
     python scripts/bench.py --images 512 --teacher resnet8 --student resnet8 --rounds 3   # a CPU smoke run
 
@@ -68,6 +68,13 @@ PATHS = {
                              teacher_cached=True),
     "fast_cached_compiled": BenchPath("trainer=fast + teacher-output cache + torch.compile",
                                       (*FAST, "trainer.teacher_cache=true"), compiled=True, teacher_cached=True),
+    # The whole step as one compiled unit (trainer.compile_scope=step): forwards, losses, backward, optimiser.
+    "fast_step_compiled": BenchPath("trainer=fast, live teacher, whole step compiled",
+                                    (*FAST, "trainer.teacher_cache=false", "trainer.compile_scope=step"),
+                                    compiled=True),
+    "fast_cached_step_compiled": BenchPath("trainer=fast + teacher-output cache, whole step compiled",
+                                           (*FAST, "trainer.teacher_cache=true", "trainer.compile_scope=step"),
+                                           compiled=True, teacher_cached=True),
 }
 DEFAULT_PATHS = "reference_loop,reference,fast,fast_cached"
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from distillbench.errors import ConfigError
 from distillbench.identity import identity_fields
-from distillbench.tuning import suggest_tuned_weight, tuned_weight_key
+from distillbench.tuning import suggest_tuned_weight, tuned_weight_key, tuned_weight_range
 from tests.helpers import CONFIG_DIR
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "resolved_distillers_4db8f62.json").read_text())
@@ -128,6 +128,7 @@ def test_contrastive_methods_take_their_memory_from_one_block(options):
     ("wcord_vgg13_vgg8", "distiller.method.global_weight", 0.8),
     ("crcd_resnet56_20", "distiller.method.crcd_weight", 1.0),
     ("ckd_resnet56_20", "distiller.method.weight", 10.0),
+    ("pkt_resnet56_20", "distiller.method.weight", 30000.0),
 ])
 def test_weight_search_draws_the_weight_each_distiller_names(experiment, key, value):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -138,7 +139,9 @@ def test_weight_search_draws_the_weight_each_distiller_names(experiment, key, va
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0), direction="maximize")
     trial = study.ask()
     suggest_tuned_weight(cfg, trial)
-    assert list(trial.params) == [key] and 0.05 <= trial.params[key] <= 20.0
+    # 1/20 to 20 times the method's own weight (tune_weight_range.relative)
+    assert tuned_weight_range(cfg) == pytest.approx((0.05 * value, 20.0 * value))
+    assert list(trial.params) == [key] and 0.05 * value <= trial.params[key] <= 20.0 * value
     # The drawn override lands on the existing number, and names no other key.
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         drawn = compose(config_name="config", overrides=[f"experiment={experiment}", f"{key}={trial.params[key]}"])
