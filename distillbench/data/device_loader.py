@@ -33,11 +33,11 @@ from distillbench.data.sampling import EpochLoader, EpochShuffleSampler
 from distillbench.data.transforms import UInt8ToNormalized
 from distillbench.runtime.seeding import epoch_seed
 
-Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+LoaderBatch = tuple[Tensor, Tensor, Tensor, Tensor]  # images, labels, index, view (see distillbench.types.Batch)
 
 
 @dataclass(frozen=True)
-class Recipe:
+class DeviceAugment:
     """The part of a torchvision pipeline the device loader reproduces.
 
     ``crop`` is the output (height, width) of a ``RandomCrop`` with zero ``padding``, or None
@@ -55,7 +55,7 @@ class Recipe:
         return self.crop is not None or self.flip_p > 0
 
 
-def recipe_of(transform: object) -> Recipe:
+def recipe_of(transform: object) -> DeviceAugment:
     """Read a ``Compose([RandomCrop?, RandomHorizontalFlip?, ToTensor, Normalize])``.
 
     Anything else raises ``ValueError``: a step the loader silently skipped would make the
@@ -74,7 +74,7 @@ def recipe_of(transform: object) -> Recipe:
     if crop is not None and (crop.pad_if_needed or crop.padding_mode != "constant" or crop.fill != 0):
         raise ValueError(f"The device loader supports only zero padding of fixed size in RandomCrop, got {crop}.")
     normalize = steps[1]
-    return Recipe(
+    return DeviceAugment(
         mean=tuple(float(m) for m in normalize.mean),
         std=tuple(float(s) for s in normalize.std),
         crop=None if crop is None else (int(crop.size[0]), int(crop.size[1])),
@@ -130,7 +130,7 @@ class DeviceLoader(EpochLoader):
         dataset: InstanceDataset,
         batch_size: int,
         device: torch.device | str,
-        recipe: Recipe,
+        recipe: DeviceAugment,
         *,
         shuffle: bool,
         seed: int = 0,
@@ -196,7 +196,7 @@ class DeviceLoader(EpochLoader):
             flip = torch.rand(n, generator=generator, device=self.device) < self.recipe.flip_p
         return EpochPlan(index, top, left, flip)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[LoaderBatch]:
         """Global batches of ``batch_size * world_size``; this rank serves its contiguous share of each."""
         plan, step, n = self.plan(), self.global_batch_size, len(self.dataset)
         for start in range(self.skip, self.skip + len(self) * step, step):
@@ -204,7 +204,7 @@ class DeviceLoader(EpochLoader):
             yield self.make_batch(plan[start + self.rank * size // self.world_size:
                                        start + (self.rank + 1) * size // self.world_size])
 
-    def make_batch(self, plan: EpochPlan) -> Batch:
+    def make_batch(self, plan: EpochPlan) -> LoaderBatch:
         """Gather, zero-pad, crop, flip, then ToTensor's and Normalize's float32 operations."""
         pixels = self.images[plan.index]
         if plan.top is not None and plan.left is not None:

@@ -25,7 +25,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class ImageNetAugment:
     """The part of a torchvision ImageNet pipeline this loader reproduces.
 
     Training: ``RandomResizedCrop(size, scale, ratio)`` (``scale`` and ``ratio`` set), then a
@@ -47,7 +47,7 @@ class Recipe:
         return self.scale is not None
 
 
-def recipe_of(transform: object) -> Recipe:
+def recipe_of(transform: object) -> ImageNetAugment:
     """Read ``Compose([RandomResizedCrop, RandomHorizontalFlip?, ToTensor, Normalize])`` or
     ``Compose([Resize, CenterCrop, ToTensor, Normalize])``, bilinear.
 
@@ -74,7 +74,7 @@ def recipe_of(transform: object) -> Recipe:
     }
     if head[0] is T.RandomResizedCrop:
         crop = steps[0]
-        return Recipe(
+        return ImageNetAugment(
             size=(int(crop.size[0]), int(crop.size[1])),
             scale=(float(crop.scale[0]), float(crop.scale[1])),
             ratio=(float(crop.ratio[0]), float(crop.ratio[1])),
@@ -83,7 +83,7 @@ def recipe_of(transform: object) -> Recipe:
         )
     resize, center = steps[0], steps[1]
     size = resize.size
-    return Recipe(
+    return ImageNetAugment(
         size=(int(center.size[0]), int(center.size[1])),
         resize=(int(size),) if isinstance(size, int) else tuple(int(s) for s in size),
         max_size=resize.max_size,
@@ -121,7 +121,7 @@ def random_resized_crop_params(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def train_crop(recipe: Recipe, seed: int, epoch: int, index: int, height: int, width: int) -> tuple[int, ...]:
+def train_crop(recipe: ImageNetAugment, seed: int, epoch: int, index: int, height: int, width: int) -> tuple[int, ...]:
     """(top, left, h, w, flip) of sample ``index`` in ``epoch``: the reference path's draws for it."""
     assert recipe.scale is not None and recipe.ratio is not None
     generator = torch.Generator().manual_seed(sample_seed(seed, epoch, index))

@@ -40,14 +40,14 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from distillbench.data.imagenet import ImageFileDataset
-from distillbench.data.imagenet_recipe import Recipe, recipe_of, train_crop
+from distillbench.data.imagenet_recipe import ImageNetAugment, recipe_of, train_crop
 from distillbench.data.jpeg_header import pil_decode, read_jpeg_header
 from distillbench.data.sampling import EpochLoader, EpochShuffleSampler
 from distillbench.data.transforms import UInt8ToNormalized
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[Tensor, Tensor, Tensor]
+LoaderBatch = tuple[Tensor, Tensor, Tensor]  # images, labels, index (see distillbench.types.Batch)
 
 
 class EncodedImage(NamedTuple):
@@ -106,7 +106,7 @@ class JpegBytesDataset(Dataset):
     header gives, and drawing it here keeps that per-sample Python off the main process.
     """
 
-    def __init__(self, samples: Sequence[tuple[str, int]], recipe: Recipe, seed: int = 0) -> None:
+    def __init__(self, samples: Sequence[tuple[str, int]], recipe: ImageNetAugment, seed: int = 0) -> None:
         self.samples = samples
         self.recipe = recipe
         self.seed = seed
@@ -144,7 +144,7 @@ class JpegDeviceLoader(EpochLoader):
         dataset: ImageFileDataset,
         batch_size: int,
         device: torch.device | str,
-        recipe: Recipe,
+        recipe: ImageNetAugment,
         *,
         shuffle: bool,
         seed: int = 0,
@@ -174,7 +174,7 @@ class JpegDeviceLoader(EpochLoader):
         """The samples of the current epoch in serving order, independent of ``skip`` (one process)."""
         return self.sampler().permutation().tolist()
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[LoaderBatch]:
         # Workers are forked per epoch and take the dataset, epoch included, with them.
         self.encoded.epoch = self.epoch
         workers = DataLoader(
@@ -212,7 +212,7 @@ class JpegDeviceLoader(EpochLoader):
             log.warning("decode_jpeg failed on %s (%s); decoding it with PIL", path, exc)
             return pil_decode(stream.numpy().tobytes()).to(self.device, non_blocking=True)
 
-    def make_batch(self, batch: EncodedBatch) -> Batch:
+    def make_batch(self, batch: EncodedBatch) -> LoaderBatch:
         """Decode, then per sample crop and resize to uint8, then flip and normalise the whole batch."""
         images = self.decode(batch)
         recipe, size = self.recipe, list(self.recipe.size)

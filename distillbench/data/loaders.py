@@ -49,6 +49,15 @@ class FullBatchSampler(EpochShuffleSampler):
         return max(0, self.kept() - self.skip) // self.world_size
 
 
+class EpochDataLoader(DataLoader):
+    """A DataLoader that takes the epoch like every other training loader: ``set_epoch(epoch, skip)``, ``skip``
+    counting the samples of the epoch already consumed (all ranks), for a run resumed mid-epoch."""
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.sampler.set_epoch(epoch, skip)
+        self.dataset.set_epoch(epoch)
+
+
 def make_loaders(
     train: Dataset,
     test: Dataset,
@@ -61,7 +70,7 @@ def make_loaders(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool = False,
-) -> tuple[DataLoader, DataLoader]:
+) -> tuple[EpochDataLoader, DataLoader]:
     """The training loader's order and augmentations depend only on (seed, epoch): see ``sampling``.
 
     ``batch_size`` and ``test_batch_size`` are per rank; on several ranks each takes its share
@@ -73,7 +82,7 @@ def make_loaders(
     shards = {"rank": rank, "world_size": world_size}
     sampler_type = FullBatchSampler if drop_last else EpochShuffleSampler
     train_sampler = sampler_type(len(train), seed, batch_size=batch_size, **shards)
-    train_loader = DataLoader(
+    train_loader = EpochDataLoader(
         EpochSeededDataset(train, seed), batch_size=batch_size, sampler=train_sampler,
         drop_last=drop_last, num_workers=num_workers, pin_memory=pin,
     )

@@ -138,8 +138,9 @@ class EpochLoader:
 def start_epoch(loader, epoch: int, skip: int = 0) -> None:
     """Point a training loader at ``epoch``, skipping the first ``skip`` samples (a resumed epoch).
 
-    Works for a DataLoader built by ``make_loaders`` (epoch-aware sampler and dataset) and for
-    loaders that take the epoch themselves (``set_epoch(epoch, skip)``, the device-resident one).
+    Every training loader distillbench builds takes the epoch itself (``set_epoch(epoch, skip)``: the
+    DataLoader of ``make_loaders``, the device-resident and the JPEG loaders); a plain DataLoader over an
+    epoch-aware sampler and dataset is served too.
     """
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch, skip)
