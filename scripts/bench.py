@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from distillbench.benchmark.interleave import Contestant, run_rounds, warm_up  # noqa: E402
 from distillbench.benchmark.machine import describe, machine_info  # noqa: E402
 from distillbench.benchmark.op_count import count_step_ops, cuda_sync, mark_cpu_kernels, no_sync  # noqa: E402
+from distillbench.benchmark.workspace import generated_cell, write_json  # noqa: E402
 
 CIFAR_EPOCH = 50_000
 BASELINE = "reference_loop"
@@ -207,9 +207,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    from distillbench.data import write_fake_cifar100
-    from distillbench.models import create_model
-
     device = resolve_device(args.device)
     args.device = str(device)
     compile_mode = args.compile_mode if args.compile_mode != "auto" else (
@@ -222,11 +219,8 @@ def measure(args: argparse.Namespace) -> dict:
         notes.append("Inductor's C++ kernels carry profiler marks (cpp.enable_kernel_profile) so they can be counted.")
     with tempfile.TemporaryDirectory(prefix="distillbench-bench-") as tmp:
         tmp = Path(tmp)
-        write_fake_cifar100(tmp / "data", n_train=args.images, n_test=args.test_images, seed=0)
-        torch.manual_seed(0)
-        teacher_file = tmp / "teacher.pth"
-        torch.save({"model": create_model(args.teacher, num_classes=100).state_dict()}, teacher_file)
-        base = base_overrides(args, tmp / "data", teacher_file, tmp / "runs")
+        data_root, teacher_file = generated_cell(tmp, args.images, args.test_images, args.teacher)
+        base = base_overrides(args, data_root, teacher_file, tmp / "runs")
         clamp, clamp_notes = negatives_overrides(compose(base), args.images)
         notes += clamp_notes
         for note in notes:
@@ -342,9 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return result
 
 

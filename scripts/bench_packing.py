@@ -31,6 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from distillbench.benchmark.workspace import generated_cell  # noqa: E402
+
 RESULT_TAG = "BENCH_RESULT "
 CIFAR_EPOCH = 50_000
 FAST = ["trainer=fast", "dataset.loader=auto"]
@@ -120,17 +122,11 @@ def packings(args: argparse.Namespace) -> list[tuple[int, str]]:
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
-    from distillbench.data import write_fake_cifar100
-    from distillbench.models import create_model
-
     rows = []
     with tempfile.TemporaryDirectory(prefix="distillbench-packing-") as tmp:
         tmp = Path(tmp)
-        write_fake_cifar100(tmp / "data", n_train=args.images, n_test=args.test_images, seed=0)
-        torch.manual_seed(0)
-        teacher_file = tmp / "teacher.pth"
-        torch.save({"model": create_model(args.teacher, num_classes=100).state_dict()}, teacher_file)
-        base = base_overrides(args, tmp / "data", teacher_file, tmp / "runs")
+        data_root, teacher_file = generated_cell(tmp, args.images, args.test_images, args.teacher)
+        base = base_overrides(args, data_root, teacher_file, tmp / "runs")
         for n, packing in packings(args):
             folder = tmp / "runs" / f"x{n}_{packing.replace(' ', '_')}"
             common = [*base, f"name=packing_x{n}"]

@@ -414,7 +414,8 @@ def wanted_files() -> dict[Path, str]:
                 method, pair, tiny.get((method, pair)))
     vanilla = vanilla_published()
     for student in sorted({s for _, s in PAIRS.values()}):
-        files[CONFIGS / "experiment" / f"vanilla_{arch_token(student)}.yaml"] = vanilla_file(student, vanilla.get(student))
+        name = f"vanilla_{arch_token(student)}"
+        files[CONFIGS / "experiment" / f"{name}.yaml"] = vanilla_file(student, vanilla.get(student))
     for (method, table), published in sorted(transfer_published().items()):
         source = CONFIGS / "experiment" / f"{transfer_source(method)}.yaml"
         if source not in files and not source.exists():

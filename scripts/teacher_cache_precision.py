@@ -14,7 +14,6 @@ and of the pooled embedding (relative: over elements with |value| >= 1e-4), the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from distillbench.benchmark.workspace import write_json  # noqa: E402
 from distillbench.data.transforms import CIFAR100_MEAN, CIFAR100_STD  # noqa: E402
 from distillbench.distillers.kd import kd_loss  # noqa: E402
 from distillbench.engine.teacher_cache import CACHE_DTYPES, TeacherCache  # noqa: E402
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     result = measure(args)
     print(report(result))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return result
 
 
