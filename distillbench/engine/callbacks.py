@@ -11,16 +11,24 @@ import math
 import sys
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
 from distillbench.engine.step import StepOutput
 
-if TYPE_CHECKING:
-    from distillbench.engine.trainer import Trainer
-
 log = logging.getLogger("distillbench")
+
+
+class Trainer(Protocol):
+    """What the hooks may read of the loop that calls them (``engine.trainer.Trainer``)."""
+
+    epochs: int
+    distiller: object
+    train_loader: object
+    on_step: object
+
+    def save_mid_epoch(self, epoch: int, step: int) -> None: ...
 
 
 class Callback:

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
 from distillbench.data.sampling import start_epoch
+from distillbench.distillers.base import Distiller
 from distillbench.engine.metrics import EpochMeter
-from distillbench.engine.step import InitObjective, Step
+from distillbench.engine.step import InitObjective, Step, StepOutput
 from distillbench.errors import DivergenceError
 from distillbench.runtime.seeding import epoch_seed
 from distillbench.types import Batch
-
-if TYPE_CHECKING:
-    from distillbench.engine.trainer import Trainer
 
 
 def init_epoch_id(epoch: int) -> int:
@@ -34,26 +31,29 @@ def init_epoch_id(epoch: int) -> int:
 
 
 class InitStage:
-    def __init__(self, *, trainer: Trainer, optimizer: Optimizer):
-        self.trainer = trainer
-        self.trained = trainer.distiller.init_modules(trainer.model)
-        objective = InitObjective(model=trainer.model, teacher=trainer.teacher, distiller=trainer.distiller)
+    """Runs init epochs of ``distiller``'s init modules; ``on_step(init_epoch, step, out)`` after each step."""
+
+    def __init__(self, *, model: nn.Module, teacher: nn.Module, distiller: Distiller, loader, device: torch.device,
+                 seed: int, optimizer: Optimizer, on_step: Callable[[int, int, StepOutput], None] | None = None):
+        self.model, self.loader, self.device, self.seed, self.on_step = model, loader, device, seed, on_step
+        self.trained = distiller.init_modules(model)
+        objective = InitObjective(model=model, teacher=teacher, distiller=distiller)
         self.step = Step(objective, optimizer, self.trained.parameters)
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One init epoch; returns the mean of each init loss term and the epoch time."""
-        trainer = self.trainer
         start = time.perf_counter()
-        torch.manual_seed(epoch_seed(trainer.seed, init_epoch_id(epoch)))
-        start_epoch(trainer.train_loader, init_epoch_id(epoch))
-        trainer.model.eval()
+        torch.manual_seed(epoch_seed(self.seed, init_epoch_id(epoch)))
+        start_epoch(self.loader, init_epoch_id(epoch))
+        self.model.eval()
         self.trained.train()
-        meter = EpochMeter(trainer.device)
-        for step, item in enumerate(trainer.train_loader, start=1):
-            batch = Batch.from_loader(item, trainer.device)
+        meter = EpochMeter(self.device)
+        for step, item in enumerate(self.loader, start=1):
+            batch = Batch.from_loader(item, self.device)
             out = self.step(batch, epoch)
             meter.add({f"init/loss_{k}": v for k, v in out.terms.items()}, len(batch.labels))
-            trainer.emit("on_init_step_end", epoch, step, out)
+            if self.on_step is not None:
+                self.on_step(epoch, step, out)
         averages = meter.averages()
         for name, value in averages.items():
             if not torch.isfinite(torch.tensor(value)):

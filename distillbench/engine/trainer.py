@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +36,12 @@ from distillbench.loggers.base import RunInfo, RunLogger
 from distillbench.runtime import distributed
 from distillbench.runtime.seeding import epoch_seed, seed_everything
 
-if TYPE_CHECKING:  # the lock comes from the command line's run-directory claim; the trainer only releases it
-    from distillbench.rundir import RunLock
+
+class RunLock(Protocol):
+    """The run directory's lock (``rundir.RunLock``), taken by the run-directory claim; the trainer releases it."""
+
+    def release(self) -> None: ...
+
 
 log = logging.getLogger("distillbench")
 
@@ -167,7 +171,7 @@ class Trainer:
         if self.epochs == 0:  # an evaluation (role=eval): the network as it was loaded, no optimiser
             self.state.last_test = evaluate(self.model, self.test_loader, self.device)
             self.state.best_acc1, self.state.best_epoch = self.state.last_test["acc1"], 0
-            return run_summary(self)
+            return self._summary()
         self.optimizer = self.make_optimizer(self._trainable_parameters())
         self.scheduler = self.make_scheduler(self.optimizer)
         if saved is not None and "optimizer" in saved:
@@ -182,7 +186,7 @@ class Trainer:
             self.distiller.defer_state_updates()
         for epoch in range(self.state.epoch + 1, self.epochs + 1):
             yield from self._run_epoch(epoch)
-        summary = run_summary(self)  # first: summary.json marks the end
+        summary = self._summary()  # first: summary.json marks the end
         self._export(EXPORT_FILE, summary["acc1_last"], self.epochs)
         return summary
 
@@ -262,7 +266,9 @@ class Trainer:
             optimizer = make_init_optimizer(self.make_optimizer, modules, self.distiller.init_lr)
             if saved is not None and "init_optimizer" in saved:
                 optimizer.load_state_dict(saved["init_optimizer"])
-            stage = InitStage(trainer=self, optimizer=optimizer)
+            stage = InitStage(model=self.model, teacher=self.teacher, distiller=self.distiller,
+                              loader=self.train_loader, device=self.device, seed=self.seed, optimizer=optimizer,
+                              on_step=lambda epoch, step, out: self.emit("on_init_step_end", epoch, step, out))
             for init_epoch in range(done + 1, total + 1):
                 self.emit("on_init_epoch_start", init_epoch)
                 metrics = stage.run_epoch(init_epoch)
@@ -291,6 +297,10 @@ class Trainer:
         )
 
     # --------------------------------------------------------------- helpers
+    def _summary(self) -> dict:
+        return run_summary(self.state, self.info, model=self.model, epochs=self.epochs, seed=self.seed,
+                           teacher_acc1=self.teacher_acc1, distiller=self.distiller)
+
     def _distiller_parameters(self) -> list[nn.Parameter]:
         return list(self.distiller.parameters()) if self.distiller is not None else []
 
