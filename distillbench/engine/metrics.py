@@ -25,32 +25,56 @@ class EpochMeter:
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
-        self.sums: dict[str, Tensor] = {}
+        self._sums: dict[str, Tensor] = {}
+        # Sums added as one vector per step (``add_block``): one device op per step, however many terms.
+        self._block_names: tuple[str, ...] | None = None
+        self._block: Tensor | None = None
         self.count = 0
+
+    @property
+    def sums(self) -> dict[str, Tensor]:
+        block = dict(zip(self._block_names, self._block.unbind(), strict=True)) if self._block is not None else {}
+        return {**self._sums, **block}
+
+    def add_block(self, names: tuple[str, ...], sums: Tensor, n: int) -> None:
+        """Add a step's contributions ``sums`` (one entry per name, already multiplied by the batch's ``n``
+        samples, or raw counts) for a batch of ``n`` samples."""
+        self.count += n
+        if self._block is None:
+            self._block_names = names
+            self._block = sums.detach().float().clone()
+            for i, name in enumerate(names):  # sums restored from a checkpoint continue in the block
+                if name in self._sums:
+                    self._block[i] += self._sums.pop(name)
+        elif names == self._block_names:
+            self._block += sums.detach().float()
+        else:
+            raise ValueError(f"add_block: the names {names} differ from this epoch's {self._block_names}.")
 
     def add(self, values: dict[str, Tensor], n: int) -> None:
         """Add per-sample means ``values`` of a batch of ``n`` samples."""
         self.count += n
         for name, value in values.items():
             weighted = value.detach().float() * n
-            if name in self.sums:
-                self.sums[name] += weighted
+            if name in self._sums:
+                self._sums[name] += weighted
             else:
-                self.sums[name] = weighted.clone()
+                self._sums[name] = weighted.clone()
 
     def add_counts(self, counts: dict[str, Tensor]) -> None:
         """Add raw counts (e.g. correct predictions) that are averaged over samples later."""
         for name, value in counts.items():
             value = value.detach().float()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+            self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
 
     def _global(self) -> tuple[dict[str, Tensor], int]:
         """Sums and count over all ranks (collective on several ranks: every rank calls it)."""
-        if not distributed.is_distributed() or not self.sums:
-            return dict(self.sums), self.count
-        stacked = torch.stack([*self.sums.values(), torch.tensor(float(self.count), device=self.device)])
+        sums = self.sums
+        if not distributed.is_distributed() or not sums:
+            return sums, self.count
+        stacked = torch.stack([*sums.values(), torch.tensor(float(self.count), device=self.device)])
         total = distributed.all_reduce_sum(stacked)
-        return dict(zip(self.sums, total[:-1], strict=True)), int(total[-1])
+        return dict(zip(sums, total[:-1], strict=True)), int(total[-1])
 
     def state_dict(self) -> dict:
         """The sums of all ranks: restore them on one rank only (``load_state_dict``)."""
@@ -58,7 +82,8 @@ class EpochMeter:
         return {"sums": sums, "count": count}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sums = {name: value.to(self.device) for name, value in state["sums"].items()}
+        self._sums = {name: value.to(self.device) for name, value in state["sums"].items()}
+        self._block_names, self._block = None, None
         self.count = state["count"]
 
     def averages(self) -> dict[str, float]:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from distillbench.distillers.base import Distiller
+from distillbench.engine.metrics import correct_topk
 from distillbench.engine.speed import SpeedOptions
 from distillbench.engine.teacher_cache import TeacherCache
 from distillbench.errors import ConfigError
@@ -31,11 +32,17 @@ Objective = Callable[[Batch, int], tuple[Tensor | None, dict[str, Tensor]]]
 
 @dataclass
 class StepOutput:
-    """A step's total loss, its named terms and the student's logits, all detached device tensors."""
+    """A step's total loss, its named terms and the student's logits, all detached device tensors, and
+    ``sums``: what the step adds to the epoch's meter, one vector in the order of ``sum_names``."""
 
     loss: Tensor
     terms: dict[str, Tensor]
     logits: Tensor | None
+    sums: Tensor | None = None
+
+    @property
+    def sum_names(self) -> tuple[str, ...]:
+        return ("loss", *(f"loss_{k}" for k in self.terms), *(("acc1",) if self.logits is not None else ()))
 
 
 class Step:
@@ -52,14 +59,14 @@ class Step:
         self.compiled = None
         if compile_mode is not None:
             check_whole_step_compile()
+            # Compiled autograd: a backward() inside a compiled region is traced and compiled too, gradient
+            # accumulation included. Process-wide (a scoped patch is not seen where Dynamo reads it); backward
+            # calls outside compiled regions, as in compile_scope=models, run as before.
+            torch._dynamo.config.compiled_autograd = True
             self.compiled = torch.compile(self.run, mode=compile_mode, backend=compile_backend)
 
     def __call__(self, batch: Batch, epoch: int) -> StepOutput:
-        if self.compiled is None:
-            return self.run(batch, epoch)
-        # compiled autograd: the backward is traced into the same compiled program as the forward
-        with torch._dynamo.config.patch(compiled_autograd=True):
-            return self.compiled(batch, epoch)
+        return self.run(batch, epoch) if self.compiled is None else self.compiled(batch, epoch)
 
     def run(self, batch: Batch, epoch: int) -> StepOutput:
         logits, terms = self.objective(batch, epoch)
@@ -75,8 +82,14 @@ class Step:
             optimizer_step()
         if self.after_step is not None:
             self.after_step()
+        # the meter's share, computed here so a compiled step adds it in the same program
+        n = batch.labels.shape[0]
+        sums = torch.stack([loss.detach(), *(t.detach().float() for t in terms.values())]) * n
+        if logits is not None:
+            correct = correct_topk(logits.detach(), batch.labels, (1,))[0] * 100.0
+            sums = torch.cat([sums, correct.float().reshape(1)])
         return StepOutput(loss.detach(), {k: v.detach() for k, v in terms.items()},
-                          logits.detach() if logits is not None else None)
+                          logits.detach() if logits is not None else None, sums)
 
 
 def check_whole_step_compile() -> None:

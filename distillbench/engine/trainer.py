@@ -24,7 +24,7 @@ from distillbench.engine.callbacks import Callback, PeriodicCheckpoint, Progress
 from distillbench.engine.checkpoint import save_atomic
 from distillbench.engine.evaluation import evaluate
 from distillbench.engine.init_stage import InitStage, make_init_optimizer
-from distillbench.engine.metrics import EpochMeter, correct_topk
+from distillbench.engine.metrics import EpochMeter
 from distillbench.engine.preemption import StopRequests
 from distillbench.engine.speed import SpeedOptions
 from distillbench.engine.state import Checkpoints, TrainState
@@ -233,8 +233,7 @@ class Trainer:
         for step, item in enumerate(self.train_loader, start=first_step + 1):
             batch = Batch.from_loader(item, self.device, self.speed.prepare_images)
             out = self.train_step(batch, epoch)
-            self.meter.add({"loss": out.loss, **{f"loss_{k}": v for k, v in out.terms.items()}}, len(batch.labels))
-            self.meter.add_counts({"acc1": correct_topk(out.logits, batch.labels, (1,))[0] * 100.0})
+            self.meter.add_block(out.sum_names, out.sums, len(batch.labels))
             bad = ~torch.isfinite(out.loss)
             self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step)
             self.emit("on_step_end", epoch, step, out)
