@@ -24,10 +24,15 @@ class Batch:
     def from_loader(cls, item, device, prepare_images=None) -> Batch:
         """A loader's ``(images, labels, index[, view])`` on ``device``; ``prepare_images`` sets the memory format."""
         images, labels, index, *view = item
-        images = images.to(device, non_blocking=True)
+        images = _on(images, device)
         return cls(
             prepare_images(images) if prepare_images is not None else images,
-            labels.to(device, non_blocking=True),
-            index.to(device, non_blocking=True),
-            view[0].to(device, non_blocking=True) if view else None,
+            _on(labels, device),
+            _on(index, device),
+            _on(view[0], device) if view else None,
         )
+
+
+def _on(tensor: Tensor, device) -> Tensor:
+    """``tensor`` on ``device``; no call at all when it is there already (a device loader's batches)."""
+    return tensor if tensor.device == device else tensor.to(device, non_blocking=True)

@@ -39,6 +39,7 @@ class StepOutput:
     terms: dict[str, Tensor]
     logits: Tensor | None
     sums: Tensor | None = None
+    finite: Tensor | None = None  # whether the total loss is finite (a bool tensor)
 
     @property
     def sum_names(self) -> tuple[str, ...]:
@@ -89,7 +90,7 @@ class Step:
             correct = correct_topk(logits.detach(), batch.labels, (1,))[0] * 100.0
             sums = torch.cat([sums, correct.float().reshape(1)])
         return StepOutput(loss.detach(), {k: v.detach() for k, v in terms.items()},
-                          logits.detach() if logits is not None else None, sums)
+                          logits.detach() if logits is not None else None, sums, torch.isfinite(loss.detach()))
 
 
 def check_whole_step_compile() -> None:

@@ -48,6 +48,9 @@ log = logging.getLogger("distillbench")
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
+# The first non-finite step of an epoch, while there is none.
+NEVER = torch.iinfo(torch.long).max
+
 EXPORT_FILE = "model.pth"
 # The weights of the best test top-1 so far, same format; written before the epoch's checkpoint, so a resumed
 # run finds the file of its checkpoint's best_epoch on disk.
@@ -228,14 +231,13 @@ class Trainer:
         if self.state.meter is not None and self.is_main:  # the saved sums are all ranks' already
             self.meter.load_state_dict(self.state.meter)
         steps = first_step + len(self.train_loader)
-        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.first_bad_step = torch.full((), NEVER, dtype=torch.long, device=self.device)
         self.emit("on_epoch_start", epoch, first_step, steps)
         for step, item in enumerate(self.train_loader, start=first_step + 1):
             batch = Batch.from_loader(item, self.device, self.speed.prepare_images)
             out = self.train_step(batch, epoch)
             self.meter.add_block(out.sum_names, out.sums, len(batch.labels))
-            bad = ~torch.isfinite(out.loss)
-            self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step)
+            self.first_bad_step = torch.minimum(self.first_bad_step, torch.where(out.finite, NEVER, step))
             self.emit("on_step_end", epoch, step, out)
             if step % self.check_finite_every == 0:
                 self._raise_if_diverged(epoch)
@@ -280,11 +282,9 @@ class Trainer:
     def _raise_if_diverged(self, epoch: int) -> None:
         first_bad_step = self.first_bad_step
         if distributed.is_distributed():  # the first bad step of any rank, on every rank
-            never = torch.iinfo(torch.long).max
-            first = distributed.all_reduce_min(torch.where(first_bad_step < 0, never, first_bad_step))
-            first_bad_step = torch.where(first == never, -1, first)
+            first_bad_step = distributed.all_reduce_min(first_bad_step)
         step = int(first_bad_step)
-        if step < 0:
+        if step == NEVER:
             return
         bad_terms = [k.removeprefix("loss_") for k, v in self.meter.sums.items()
                      if k.startswith("loss_") and not torch.isfinite(v)]
