@@ -4,7 +4,8 @@
 #   device      torch sees a CUDA GPU (or the CPU, with GPU_CHECK_DEVICE=cpu)
 #   cuda_tests  the tests marked cuda (pytest -m cuda)
 #   bench       scripts/bench.py: the plain loop, the reference path (paper precision) and trainer=fast, with and
-#               without torch.compile and the teacher-output cache, timed interleaved, host ops counted
+#               without torch.compile and the teacher-output cache, and with the whole step compiled
+#               (trainer.compile_scope=step), timed interleaved, host ops counted
 #   training    two epochs of CRD resnet32x4 -> resnet8x4 (reference settings) on generated CIFAR-100 files
 # then writes everything to results/bench/gpu_<date>.json (scripts/gpu_check_report.py). Sized to finish in
 # under 8 minutes on one H200. A failing part does not stop the later ones (except install and device, which
@@ -75,7 +76,7 @@ if [[ "$TINY" == 1 ]]; then
 else
   # 17,000 images keep CRD's 16,384 negatives; the teacher cache then costs 2.75M teacher forwards.
   BENCH_ARGS=(--images 17000 --rounds 10 --steps 25 --warmup 10 --count-ops
-              --paths reference_loop,reference,reference_compiled,fast,fast_cached,fast_cached_compiled)
+              --paths reference_loop,reference,reference_compiled,fast,fast_cached,fast_cached_compiled,fast_cached_step_compiled)
   TEACHER=resnet32x4
   TRAIN_IMAGES=50000
   TEST_IMAGES=10000
