@@ -73,6 +73,7 @@ def test_the_closest_names_come_from_the_experiment_folder():
     check_experiment_name(["experiment=kd_resnet32x4_8x4", "experiment=glob(kd_*)", "experiment=kd_a,kd_b"])
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_unknown_distiller_and_dataset_list_the_valid_ones(tmp_path):
     result = run_cli("distiller=kd_plus", cwd=tmp_path)
     assert result.returncode == 1

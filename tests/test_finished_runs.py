@@ -32,6 +32,7 @@ def quickstart(cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_the_quickstart_twice_reuses_its_finished_jobs_and_reports_them(tmp_path):
     first = quickstart(tmp_path)
     assert first.returncode == 0, first.output[-3000:]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from distillbench.identity import (
@@ -103,6 +104,7 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_sweeps_over_the_lr_give_one_directory_per_run_with_either_launcher_and_record_what_ran(fake_cifar_root,
                                                                                                  tmp_path):
     runs = tmp_path / "runs"

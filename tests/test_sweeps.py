@@ -36,6 +36,7 @@ def small(root: Path, runs: Path, teacher: Path) -> list[str]:
             "trainer.epochs=1"]
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_glob_and_seeds_with_the_joblib_launcher_give_one_directory_per_run(fake_cifar_root, teacher, tmp_path):
     runs = tmp_path / "runs"
     multirun("experiment=glob([kd_resnet32x4_8x4,at_resnet32x4_8x4])", "seed=0,1", "hydra/launcher=joblib",
@@ -60,6 +61,7 @@ def test_submitit_local_executor_runs_each_job(fake_cifar_root, teacher, tmp_pat
         assert summary["seed"] == seed
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_optuna_tunes_the_weight_on_held_out_training_images(fake_cifar_root, teacher, tmp_path):
     runs = tmp_path / "runs"
     output = multirun("experiment=kd_resnet32x4_8x4", "hparams_search=weight_optuna", "hydra.sweeper.n_trials=2",

@@ -125,6 +125,7 @@ def crd_runs(fake_cifar_root, tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_when_rank_0_refuses_the_run_directory_every_rank_stops_at_once(crd_runs) -> None:
     # The finished run again: rank 0 reports it, and every rank ends without training.
     summary = (crd_runs[WORLD] / "summary.json").read_text()
@@ -141,6 +142,7 @@ def test_when_rank_0_refuses_the_run_directory_every_rank_stops_at_once(crd_runs
     assert "Rank 0 could not take the run directory" in output
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_two_rank_run_matches_the_single_process_run(crd_runs) -> None:
     single, ddp = read_metrics(crd_runs[1]), read_metrics(crd_runs[WORLD])
     assert len(ddp) == len(single) == 1  # one set of metrics: rank 0's, reduced over both ranks

@@ -74,6 +74,7 @@ def assert_same_result(resumed: Path, straight: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wb)
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(data_root, uninterrupted, tmp_path):
     cmd = command(data_root, tmp_path, "trainer.checkpoint_every_steps=5")
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -91,6 +92,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(data_root, uninterru
     assert_same_result(tmp_path / "run", uninterrupted)
 
 
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
 def test_killed_by_the_fault_switch_during_a_checkpoint_rotation_then_resume_equals_uninterrupted(
         data_root, uninterrupted, tmp_path):
     cmd = command(data_root, tmp_path)
@@ -101,7 +103,8 @@ def test_killed_by_the_fault_switch_during_a_checkpoint_rotation_then_resume_equ
     assert_same_result(tmp_path / "run", uninterrupted)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)],
+@pytest.mark.slow  # a whole command in its own process(es); CI runs it (pytest -m slow)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1],
                          ids=["SIGTERM", "SIGUSR1"])
 def test_scheduler_signal_saves_and_exits_then_resumes_exactly(signum, data_root, uninterrupted, tmp_path):
     cmd = command(data_root, tmp_path)
