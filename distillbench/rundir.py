@@ -288,6 +288,8 @@ def _check_may_use(plan: RunPlan, resume: bool, overwrite: bool) -> dict | None:
                 "distillbench or by hand, so whether this config matches it is unknown and resume is refused. "
                 "Nothing was changed. Pass overwrite=true to start again, or move the directory aside."
             )
+        if state["finished"] and record is not None:  # a requeue after the end: the result stands
+            raise FinishedRun(run_dir, plan.identity)
         if state["finished"]:
             raise RunDirError(
                 f"The run in {run_dir} is finished (summary.json); there is nothing to resume. Nothing was changed. "

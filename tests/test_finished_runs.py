@@ -71,6 +71,9 @@ def test_a_plain_run_finds_its_finished_run_and_reports_it_in_one_line(teacher_r
     assert len(lines) == 1 and str(run_dir) in lines[0]
     assert f"top-1 last {trained['acc1_last']:.2f}" in lines[0] and "overwrite=true" in lines[0]
     assert snapshot(run_dir) == before
+    # resume=true after the end (a SLURM requeue of a job that had finished): the same report, nothing trained
+    assert run_or_reuse(teacher_run("resume=true"), run_dir) == trained
+    assert snapshot(run_dir) == before
 
     # Another identity in the same directory is refused, as before; the run stays as it was.
     with pytest.raises(ResumeMismatchError, match="optim.lr: 0.05 -> 0.2"):

@@ -78,6 +78,11 @@ def test_a_finished_or_unfinished_run_is_never_silently_reused(tmp_path):
     (run_dir / "summary.json").write_text("{}")
     with pytest.raises(RunDirError, match="finished run"):
         claim_run_dir(plan(run_dir), resume=False, overwrite=False)
+    # resume=true of the same finished run (a SLURM requeue after the end): reported, not trained again
+    with pytest.raises(FinishedRun):
+        claim_run_dir(plan(run_dir), resume=True, overwrite=False)
+    (run_dir / "run.json").unlink()  # finished, without checkpoints, and whose config it was is unknown
+    (run_dir / "checkpoints" / "last.pt").unlink()
     with pytest.raises(RunDirError, match="nothing to resume"):
         claim_run_dir(plan(run_dir), resume=True, overwrite=False)
 
