@@ -28,11 +28,14 @@ MAX_GROUP_CHARS = 128
 
 
 def has_api_key() -> bool:
-    """Whether W&B credentials are configured (environment variable or ~/.netrc)."""
-    if os.environ.get("WANDB_API_KEY"):
+    """Whether W&B credentials are configured here, read locally only: a key or identity-token file in the
+    environment, or a netrc entry (``$NETRC`` or ~/.netrc) for W&B's host (``WANDB_BASE_URL_HOST``, else
+    api.wandb.ai)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
+    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
     try:
-        auth = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL_HOST", "api.wandb.ai"))
+        auth = netrc.netrc(path).authenticators(os.environ.get("WANDB_BASE_URL_HOST", "api.wandb.ai"))
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
     return bool(auth and auth[2])

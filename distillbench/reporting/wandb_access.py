@@ -7,11 +7,8 @@ do instead: log in, or build the tables from the run directories every run write
 
 from __future__ import annotations
 
-import netrc
-import os
-from pathlib import Path
-
 from distillbench.errors import UserError
+from distillbench.loggers.wandb_logger import has_api_key
 
 LOGIN_HELP = ("Log in once with `wandb login` (it stores the key in ~/.netrc), or set WANDB_API_KEY=<your key> "
               "(find it at https://wandb.ai/authorize), then run the command again. Without W&B, build the tables "
@@ -23,25 +20,9 @@ class WandbAccessError(UserError, RuntimeError):
     """W&B cannot be read from here: no credentials, no wandb package, or the project cannot be reached."""
 
 
-def _netrc_has_a_key() -> bool:
-    """Any machine in the netrc file with a password: W&B may be logged in against any host."""
-    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
-    try:
-        hosts = netrc.netrc(path).hosts
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return any(entry[-1] for entry in hosts.values())
-
-
-def has_credentials() -> bool:
-    """A W&B key in the environment, an identity token file, or a netrc entry; read locally only."""
-    return bool(os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE")
-                or _netrc_has_a_key())
-
-
 def wandb_api(project: str):
     """A ``wandb.Api``, or a ``WandbAccessError`` saying how to log in (or to use the local run directories)."""
-    if not has_credentials():
+    if not has_api_key():
         raise WandbAccessError(
             f"Reading runs from W&B (--wandb {project}) needs a W&B API key, and none is configured on this "
             f"machine (no WANDB_API_KEY, no W&B entry in ~/.netrc). {LOGIN_HELP}")
