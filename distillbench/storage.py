@@ -8,6 +8,7 @@ in one ``RunDirError`` naming the file, the previous file intact.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from pathlib import Path
 
@@ -52,3 +53,13 @@ def append_line(path: Path, line: str) -> None:
             os.fsync(f.fileno())
     except OSError as err:
         raise storage_error(path, err) from err
+
+
+def file_digest(path: Path, algorithm: str, chunk_size: int = 1 << 20) -> str:
+    """The hex digest (``md5``, ``sha256``, ...) of a file, read in chunks so that it is never held in memory
+    whole; a checksum against corruption, not a security measure."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -7,7 +7,6 @@ rules out generated stand-in files. This reader checks the md5 as a separate, op
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -19,6 +18,7 @@ from torchvision.datasets import CIFAR100
 from distillbench.data import transforms
 from distillbench.data.errors import DatasetCorruptError, DatasetNotFoundError
 from distillbench.data.instance import InstanceDataset, Transform
+from distillbench.storage import file_digest
 
 BASE_FOLDER = "cifar-100-python"
 NUM_CLASSES = 100
@@ -84,12 +84,7 @@ def _not_found_message(folder: Path, missing: list[str]) -> str:
 
 
 def file_md5(path: Path, chunk_size: int = 1 << 20) -> str:
-    """md5 of a file, read in chunks so that large files are never held in memory whole."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5", chunk_size)
 
 
 def _verify_md5(path: Path, expected: str) -> None:

@@ -6,23 +6,19 @@ it is fetched (trust on first use) and every later run checks the files against 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillbench.storage import file_digest
 from distillbench.teachers.errors import TeachersError
 
 MANIFEST_NAME = "MANIFEST.json"
 
 
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+def file_sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 @dataclass
