@@ -51,7 +51,9 @@ class InitStage:
         for step, item in enumerate(self.loader, start=1):
             batch = Batch.from_loader(item, self.device)
             out = self.step(batch, epoch)
-            meter.add({f"init/loss_{k}": v for k, v in out.terms.items()}, len(batch.labels))
+            # the step's sums without the total (the init stage logs its terms only), already times the batch
+            meter.add_block(tuple(f"init/loss_{k}" for k in out.terms), out.sums[1:len(out.terms) + 1],
+                            len(batch.labels))
             if self.on_step is not None:
                 self.on_step(epoch, step, out)
         averages = meter.averages()

@@ -71,7 +71,8 @@ class Step:
 
     def run(self, batch: Batch, epoch: int) -> StepOutput:
         logits, terms = self.objective(batch, epoch)
-        loss = torch.stack([t.float() for t in terms.values()]).sum()
+        stacked = torch.stack([t.float() for t in terms.values()])
+        loss = stacked.sum()
         parts = [(loss, self.optimizer.step)]
         if hasattr(self.optimizer, "loss_steps") and len(terms) > 1:
             distill = torch.stack([t.float() for name, t in terms.items() if name != "ce"]).sum()
@@ -85,7 +86,7 @@ class Step:
             self.after_step()
         # the meter's share, computed here so a compiled step adds it in the same program
         n = batch.labels.shape[0]
-        sums = torch.stack([loss.detach(), *(t.detach().float() for t in terms.values())]) * n
+        sums = torch.cat([loss.detach().reshape(1), stacked.detach()]) * n
         if logits is not None:
             correct = correct_topk(logits.detach(), batch.labels, (1,))[0] * 100.0
             sums = torch.cat([sums, correct.float().reshape(1)])

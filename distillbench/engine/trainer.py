@@ -97,7 +97,6 @@ class Trainer:
         self.is_main = distributed.rank() == 0
         self.checkpoints = Checkpoints(run_dir=self.run_dir, model=model, teacher=teacher, distiller=distiller,
                                        logger=logger, info=info, seed=seed, is_main=self.is_main)
-        self.checkpoint_dir = self.checkpoints.dir
         self.callbacks: list[Callback] = [
             Progress(progress, every_steps=self.check_finite_every),
             StepHook(),
@@ -296,6 +295,10 @@ class Trainer:
         )
 
     # --------------------------------------------------------------- helpers
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.checkpoints.dir
+
     def _summary(self) -> dict:
         return run_summary(self.state, self.info, model=self.model, epochs=self.epochs, seed=self.seed,
                            teacher_acc1=self.teacher_acc1, distiller=self.distiller)
