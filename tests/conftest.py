@@ -1,4 +1,4 @@
-"""Shared fixtures: composed configs, generated CIFAR-100 on disk, W&B kept off."""
+"""Shared fixtures: generated CIFAR-100 on disk, W&B off, CUDA tests skipped without a GPU (see tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from distillbench.data import write_fake_cifar100
-from tests.helpers import CONFIG_DIR, compose_config, tiny_run_overrides  # noqa: F401 (shared)
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

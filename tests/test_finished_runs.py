@@ -14,7 +14,7 @@ import pytest
 
 from distillbench.errors import ResumeMismatchError
 from distillbench.jobs import run_job, run_or_reuse, run_side_by_side
-from tests.conftest import compose_config, tiny_run_overrides
+from tests.helpers import compose_config, tiny_run_overrides
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
